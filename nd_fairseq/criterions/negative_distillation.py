@@ -1,0 +1,259 @@
+"""Criterion ``negative_distillation``: push the student away from a frozen negative teacher.
+
+Eq. 13 of Li et al. (NAACL 2022)::
+
+    L = (1 - α) L_mle + α (L_pred + Σ_l L_hid^l + Σ_l L_att^l)
+
+* ``L_mle``: label-smoothed cross-entropy (ε = 0.1);
+* ``L_pred``: soft unlikelihood of the student's distribution under the teacher's (Eq. 6-7,
+  temperature t on both);
+* ``L_hid^l``: MRSE of the output of decoder layer l, teacher vs student (Eq. 8-9);
+* ``L_att^l``: MRSE of decoder layer l's pre-softmax self-attention scores QKᵀ/√d_k, per head
+  (Eq. 10-12), over the positions the causal and padding masks leave.
+
+Every term is at per-token scale (L_mle, L_pred averaged over real target tokens; each MRSE is a
+mean over its unmasked elements); the loss handed to fairseq is that total times ``sample_size``,
+so fairseq's division by ``sample_size`` yields it. α comes from the ``negative_distillation``
+task (progressive schedule). Validation computes the MLE loss only, which is what the paper uses
+to select checkpoints.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from fairseq import metrics, utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.dataclass import ChoiceEnum
+from torch import Tensor
+
+from ..io_utils import InputError
+from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, temperature_log_softmax
+from ..models.capture import attention_scores_for
+from ..teacher import FrozenTeacher, check_architecture
+
+logger = logging.getLogger(__name__)
+
+NEGATIVE_TARGETS = ChoiceEnum(["soft", "hard", "random"])
+ATTENTION_FEATURES = ChoiceEnum(["scores", "probs"])
+COMPONENTS = ("mle", "pred", "hid", "att")
+
+
+@dataclass
+class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    label_smoothing: float = field(
+        default=0.1, metadata={"help": "ε of the label-smoothed MLE term (the paper uses 0.1)"})
+    teacher_path: Optional[str] = field(
+        default=None, metadata={"help": "checkpoint of the negative teacher (same dictionary and "
+                                        "decoder shape as the student)"})
+    nd_temperature: float = field(
+        default=1.0, metadata={"help": "temperature t of the soft unlikelihood (Eq. 7), applied to "
+                                       "teacher and student"})
+    no_pred_loss: bool = field(default=False, metadata={"help": "drop L_pred (Table 5 ablation)"})
+    no_hid_loss: bool = field(default=False, metadata={"help": "drop L_hid (Table 5 ablation)"})
+    no_att_loss: bool = field(default=False, metadata={"help": "drop L_att (Table 5 ablation)"})
+    negative_target: NEGATIVE_TARGETS = field(
+        default="soft", metadata={"help": "prediction-layer target (Table 9): soft = the teacher's "
+                                          "distributions; hard = one-hot of the teacher's greedy token at "
+                                          "each position; random = a response drawn from the negative set "
+                                          "(needs the task's --negative-data)"})
+    nd_attention: ATTENTION_FEATURES = field(
+        default="scores", metadata={"help": "attention features for L_att: scores = pre-softmax QKᵀ/√d_k "
+                                            "(the paper, Eq. 10); probs = post-softmax weights (variant)"})
+    seed: int = field(default=1, metadata={"help": "seed for --negative-target random draws"})
+
+
+def decoder_position_mask(prev_output_tokens: Tensor, pad: int) -> Tensor:
+    """(B, T) True where the decoder input is a real token."""
+    return prev_output_tokens.ne(pad)
+
+
+def self_attention_mask(position_mask: Tensor) -> Tensor:
+    """(B, 1, T, T) True where query i may attend to key j: j <= i, both real tokens."""
+    t = position_mask.size(1)
+    causal = torch.ones(t, t, dtype=torch.bool, device=position_mask.device).tril()
+    return (causal[None] & position_mask[:, :, None] & position_mask[:, None, :]).unsqueeze(1)
+
+
+@register_criterion("negative_distillation", dataclass=NegativeDistillationCriterionConfig)
+class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 teacher_path=None, nd_temperature=1.0, no_pred_loss=False, no_hid_loss=False,
+                 no_att_loss=False, negative_target="soft", nd_attention="scores", seed=1):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        if not hasattr(task, "alpha_at"):
+            raise InputError("--criterion negative_distillation needs --task negative_distillation "
+                             "(the task supplies the α schedule)")
+        if nd_temperature <= 0:
+            raise InputError(f"--nd-temperature {nd_temperature} must be > 0")
+        self.temperature = float(nd_temperature)
+        self.use_pred = not no_pred_loss
+        self.use_hid = not no_hid_loss
+        self.use_att = not no_att_loss
+        self.negative_target = str(negative_target)
+        self.attention_features = str(nd_attention)
+        self.seed = seed
+        self.alpha = task.alpha_at(0)
+        self.num_updates = 0
+        self._draws = 0
+        self.teacher = FrozenTeacher(teacher_path, task)
+        self._checked = False
+        student = getattr(task, "student_model", None)
+        if student is not None:
+            check_architecture(self.teacher.model, student, teacher_path)
+            self._checked = True
+        if self.negative_target == "random" and self.use_pred:
+            task.negative_responses()  # fail at start-up, not at the first update
+        logger.info("negative distillation: teacher %s (trained %s updates), terms %s, target %s, t=%g",
+                    teacher_path, self.teacher.num_updates,
+                    "+".join(n for n, on in (("pred", self.use_pred), ("hid", self.use_hid),
+                                             ("att", self.use_att)) if on) or "none",
+                    self.negative_target, self.temperature)
+
+    # set by the task before every training step
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha = float(alpha)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.num_updates = int(num_updates)
+
+    @property
+    def needs_teacher_forward(self) -> bool:
+        soft_or_hard = self.use_pred and self.negative_target in ("soft", "hard")
+        return soft_or_hard or self.use_hid or self.use_att
+
+    def forward(self, model, sample, reduce=True):
+        distill = model.training and self.alpha > 0.0 and (self.use_pred or self.use_hid or self.use_att)
+        if not distill:
+            return self._mle_only(model, sample, reduce)
+        if not self._checked:
+            check_architecture(self.teacher.model, model, self.teacher.path)
+            self._checked = True
+
+        net_input = sample["net_input"]
+        if self.use_att:
+            with attention_scores_for(model).capture() as student_scores:
+                net_output = model(**net_input)
+        else:
+            student_scores = []
+            net_output = model(**net_input)
+
+        teacher_output, teacher_scores = None, []
+        if self.needs_teacher_forward:
+            teacher = self.teacher.place_like(model)
+            with torch.no_grad():
+                if self.use_att:
+                    with attention_scores_for(teacher).capture() as teacher_scores:
+                        teacher_output = teacher(**net_input)
+                else:
+                    teacher_output = teacher(**net_input)
+
+        mle_sum, nll_sum = self.compute_loss(model, net_output, sample, reduce=True)
+        ntokens = sample["ntokens"]
+        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        terms = self.distillation_terms(model, net_output, teacher_output, student_scores,
+                                        teacher_scores, sample)
+        mle = mle_sum / ntokens
+        negative = sum(terms.values(), mle.new_zeros(()))
+        total = (1.0 - self.alpha) * mle + self.alpha * negative
+        loss = total * sample_size
+
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_sum.data,
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "nd_sample_size": sample_size,
+            "alpha": self.alpha * sample_size,
+            "mle": mle.data * sample_size,
+        }
+        for name, value in terms.items():
+            logging_output[name] = value.data * sample_size
+        if self.report_accuracy:
+            n_correct, total_tokens = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total_tokens.data)
+        return loss, sample_size, logging_output
+
+    def _mle_only(self, model, sample, reduce):
+        loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
+        return loss, sample_size, logging_output
+
+    def distillation_terms(self, model, net_output, teacher_output, student_scores: List[Tensor],
+                           teacher_scores: List[Tensor], sample) -> Dict[str, Tensor]:
+        """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only)."""
+        target = model.get_targets(sample, net_output)
+        target_mask = target.ne(self.padding_idx)
+        positions = decoder_position_mask(sample["net_input"]["prev_output_tokens"], self.padding_idx)
+        if self.ignore_prefix_size > 0:
+            target_mask[:, :self.ignore_prefix_size] = False
+            positions = positions.clone()
+            positions[:, :self.ignore_prefix_size] = False
+        ntokens = target_mask.sum().clamp(min=1)
+        terms: Dict[str, Tensor] = {}
+
+        if self.use_pred:
+            student_lp = temperature_log_softmax(net_output[0], self.temperature)
+            if self.negative_target == "soft":
+                teacher_p = temperature_log_softmax(teacher_output[0], self.temperature).exp()
+                terms["pred"] = soft_unlikelihood(student_lp, teacher_p, target_mask) / ntokens
+            elif self.negative_target == "hard":
+                greedy = teacher_output[0].argmax(-1)
+                terms["pred"] = hard_unlikelihood(student_lp, greedy, target_mask) / ntokens
+            else:
+                negative, has = self._random_negatives(target)
+                terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask) / ntokens
+
+        if self.use_hid:
+            # inner_states: [embedding output, layer 1, ..., layer L], each T x B x C
+            s_states = torch.stack(net_output[1]["inner_states"][1:])
+            t_states = torch.stack(teacher_output[1]["inner_states"][1:])
+            mask = positions.t()[None, :, :, None]
+            terms["hid"] = mrse(s_states, t_states, mask, keep_leading=True).sum()
+
+        if self.use_att:
+            if len(student_scores) != len(teacher_scores) or not student_scores:
+                raise RuntimeError(f"captured {len(student_scores)} student and {len(teacher_scores)} "
+                                   f"teacher attention layers; expected one per decoder layer")
+            bsz, tgt_len = positions.shape
+            s_att = torch.stack(student_scores).view(len(student_scores), bsz, -1, tgt_len, tgt_len)
+            t_att = torch.stack(teacher_scores).view(len(teacher_scores), bsz, -1, tgt_len, tgt_len)
+            mask = self_attention_mask(positions)[None]  # 1, B, 1, T, T
+            if self.attention_features == "probs":
+                s_att = s_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
+                t_att = t_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
+            terms["att"] = mrse(s_att, t_att, mask, keep_leading=True).sum()
+        return terms
+
+    def _random_negatives(self, target: Tensor) -> Tuple[Tensor, Tensor]:
+        """A random negative-set response per sentence, aligned to the target positions."""
+        responses = self.task.negative_responses()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_updates * 7919 + self._draws)
+        self._draws += 1
+        bsz, tgt_len = target.shape
+        picks = torch.randint(len(responses), (bsz,), generator=gen).tolist()
+        negative = target.new_full((bsz, tgt_len), self.padding_idx)
+        for row, idx in enumerate(picks):
+            tokens = responses[idx][:tgt_len]
+            negative[row, :tokens.numel()] = tokens.to(negative.device)
+        return negative, negative.ne(self.padding_idx)
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+        nd_size = sum(log.get("nd_sample_size", 0) for log in logging_outputs)
+        if not nd_size:
+            return
+        for name in ("alpha",) + COMPONENTS:
+            if any(name in log for log in logging_outputs):
+                value = sum(log.get(name, 0) for log in logging_outputs) / nd_size
+                if name == "mle":  # label-smoothed CE, in bits like fairseq's loss
+                    value = value / math.log(2)
+                metrics.log_scalar(name, value, nd_size, round=4)

@@ -1,0 +1,1 @@
+"""Corpus preparation (nd-prepare) and sentencepiece helpers (nd-spm)."""

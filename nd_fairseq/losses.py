@@ -1,0 +1,120 @@
+"""The maths of Negative Distillation as small pure functions (tensors in, tensors out).
+
+Equation numbers refer to Li et al., NAACL 2022 (``shared/papers/negative_distillation_naacl2022``).
+The criteria in :mod:`nd_fairseq.criterions` only wire model outputs to these functions.
+"""
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LN2 = math.log(2.0)
+
+# FAIR's unlikelihood code clamps 1 - p at 1e-5: a probability that the student already gives
+# (almost) all its mass to a negative token is not pushed further, and the loss stays finite.
+UNLIKELIHOOD_MIN_ONE_MINUS_P = 1e-5
+_MAX_LOGP = math.log1p(-UNLIKELIHOOD_MIN_ONE_MINUS_P)
+
+
+def alpha_at(step: float, lam: float = 4.0, gamma: float = 25600.0, beta: Optional[float] = None) -> float:
+    """Progressive balance coefficient (Eq. 15-16): ``λ e^-z / (e^-z + 1)^2`` with ``z = β (s - γ)``.
+
+    It is λ times the derivative of the sigmoid at z: zero far from γ, ``λ/4`` at ``s = γ``, and
+    symmetric around γ. ``β`` defaults to ``6 / γ`` (the paper's setting).
+    """
+    if beta is None:
+        beta = 6.0 / gamma if gamma else 0.0
+    z = beta * (step - gamma)
+    # e^-|z| never overflows, and the expression is symmetric in z.
+    e = math.exp(-abs(z))
+    return lam * e / (1.0 + e) ** 2
+
+
+def mean_alpha(num_steps: int, lam: float = 4.0, gamma: float = 25600.0, beta: Optional[float] = None) -> float:
+    """Mean of α(s) over the updates s = 0..num_steps-1 (fairseq numbers the first update 0):
+    the paper's "fixed α" ablation (Table 8)."""
+    if num_steps <= 0:
+        raise ValueError("num_steps must be positive")
+    return sum(alpha_at(s, lam, gamma, beta) for s in range(num_steps)) / num_steps
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0`` (i.e. ``log(1 - p)`` from ``log p``), accurate everywhere.
+
+    Uses ``log(-expm1(x))`` near 0 and ``log1p(-exp(x))`` far from it (Mächler 2012). ``x`` is
+    clamped at ``log(1 - 1e-5)`` (gradient zero beyond), so the result is at least ``log 1e-5``:
+    never inf or NaN, in value or gradient.
+    """
+    x = x.clamp(max=_MAX_LOGP)
+    near = torch.log(-torch.expm1(x.clamp(min=-_LN2)))
+    far = torch.log1p(-torch.exp(x.clamp(max=-_LN2)))
+    return torch.where(x > -_LN2, near, far)
+
+
+def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Soft unlikelihood (Eq. 6), summed over positions and vocabulary.
+
+    ``L = - sum_i sum_k p_N(k | i) log(1 - p_S(k | i))``. ``student_lprobs`` are log-probabilities
+    at temperature t (``log_softmax(z_S / t)``), ``teacher_probs`` probabilities at the same t
+    (``softmax(z_N / t)``, Eq. 7), both ``(..., V)``; ``mask`` ``(...)`` marks real (non-pad)
+    positions.
+    """
+    per_position = -(teacher_probs * log1mexp(student_lprobs)).sum(-1)
+    if mask is not None:
+        per_position = per_position.masked_fill(~mask, 0.0)
+    return per_position.sum()
+
+
+def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Token unlikelihood against one negative token per position (Eq. 2 with one candidate).
+
+    ``-sum_i log(1 - p_S(c_i | i))``; ``negative_tokens`` ``(...)`` holds c_i; ``mask`` marks
+    positions that have a candidate.
+    """
+    lp = student_lprobs.gather(-1, negative_tokens.unsqueeze(-1)).squeeze(-1)
+    per_position = -log1mexp(lp)
+    if mask is not None:
+        per_position = per_position.masked_fill(~mask, 0.0)
+    return per_position.sum()
+
+
+def mrse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None, keep_leading: bool = False) -> Tensor:
+    """Mean reverse square error (Eq. 8): ``(1/n) sum_j exp(-(a_j - b_j)^2)``.
+
+    A similarity in (0, 1]: 1 for identical features, towards 0 as they move apart, so minimising
+    it pushes the student's features away from the teacher's. ``mask`` (broadcastable to ``a``)
+    selects the n elements that count; masked elements may hold anything, -inf included. With
+    ``keep_leading`` the mean is taken per index of the first dimension (one value per layer).
+    """
+    diff = a.float() - b.float()
+    if mask is not None:
+        mask = mask.expand_as(diff)
+        # zero the excluded differences *before* squaring: a masked -inf - -inf is NaN, and a
+        # NaN that only a later mask removes still poisons the gradient
+        diff = torch.where(mask, diff, diff.new_zeros(()))
+    sim = torch.exp(-diff.square())
+    if mask is None:
+        return sim.flatten(1).mean(1) if keep_leading else sim.mean()
+    sim = sim * mask
+    if keep_leading:
+        count = mask.flatten(1).sum(1).clamp(min=1)
+        return sim.flatten(1).sum(1) / count
+    return sim.sum() / mask.sum().clamp(min=1)
+
+
+def label_smoothed_nll(lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: Optional[int] = None):
+    """fairseq's label-smoothed NLL (sums), re-exported so all losses are importable from here."""
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+    return label_smoothed_nll_loss(lprobs, target, epsilon, ignore_index=ignore_index, reduce=True)
+
+
+def temperature_log_softmax(logits: Tensor, temperature: float) -> Tensor:
+    """``log_softmax(z / t)`` in float32 (Eq. 7)."""
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    return F.log_softmax(z, dim=-1)

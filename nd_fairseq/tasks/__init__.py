@@ -1,0 +1,3 @@
+"""Tasks registered with fairseq: negative_distillation."""
+
+from . import negative_distillation  # noqa: F401

@@ -1,0 +1,139 @@
+"""Task ``negative_distillation``: query → response translation with the progressive α schedule.
+
+A ``translation`` task (same data layout, same generation) that
+
+* gives the criterion α(s) = λ e^-z / (e^-z + 1)^2, z = β (s - γ) for update s (Eq. 15-16), or a
+  fixed α (Table 8). α is a pure function of the update number, so a resumed run continues the
+  schedule exactly;
+* can train on the top or bottom fraction of the training pairs by source entropy
+  (``--entropy-subset top``: the negative teacher on D_N without a second binarised copy);
+* records its dictionaries in every checkpoint it writes, so a teacher trained with it can be
+  checked symbol by symbol against its student;
+* loads the negative set's responses for the ``--negative-target random`` ablation (Table 9).
+"""
+
+import logging
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.data import data_utils
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from ..filtering.subset_dataset import EntropySubsetDataset, read_scores
+from ..io_utils import InputError
+from ..losses import alpha_at
+from ..teacher import DICTIONARY_STATE_KEY, dictionary_symbols
+
+logger = logging.getLogger(__name__)
+
+ENTROPY_SUBSETS = ChoiceEnum(["all", "top", "bottom"])
+
+
+@dataclass
+class NegativeDistillationConfig(TranslationConfig):
+    alpha_lambda: float = field(
+        default=4.0, metadata={"help": "λ of the progressive α schedule (peak α = λ/4; Eq. 15)"})
+    alpha_gamma: float = field(
+        default=25600.0, metadata={"help": "γ: the update at which α peaks (Eq. 16)"})
+    alpha_beta: Optional[float] = field(
+        default=None, metadata={"help": "β: steepness of the schedule (default 6/γ)"})
+    fixed_alpha: Optional[float] = field(
+        default=None, metadata={"help": "use this constant α instead of the schedule (Table 8 ablation)"})
+    entropy_scores: Optional[str] = field(
+        default=None, metadata={"help": "per-pair source-entropy scores of the training set, one per "
+                                        "line (default: DATA/train.entropy, written by preprocess.sh)"})
+    entropy_subset: ENTROPY_SUBSETS = field(
+        default="all", metadata={"help": "train on all pairs, or the top/bottom fraction by entropy "
+                                         "(top = the negative set D_N)"})
+    entropy_ratio: float = field(
+        default=0.5, metadata={"help": "fraction of training pairs kept by --entropy-subset"})
+    entropy_threshold: Optional[float] = field(
+        default=None, metadata={"help": "entropy cut instead of a ratio: top = score > T, bottom = score <= T"})
+    negative_data: Optional[str] = field(
+        default=None, metadata={"help": "binarised negative set (e.g. data-bin/negative) whose training "
+                                        "responses --negative-target random draws from"})
+
+
+@register_task("negative_distillation", dataclass=NegativeDistillationConfig)
+class NegativeDistillationTask(TranslationTask):
+    cfg: NegativeDistillationConfig
+
+    def __init__(self, cfg: NegativeDistillationConfig, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        if cfg.alpha_gamma < 0:
+            raise InputError(f"--alpha-gamma {cfg.alpha_gamma} must be >= 0")
+        if cfg.fixed_alpha is not None and not 0.0 <= cfg.fixed_alpha <= 1.0:
+            raise InputError(f"--fixed-alpha {cfg.fixed_alpha} must lie in [0, 1]")
+        if not 0.0 < cfg.entropy_ratio <= 1.0:
+            raise InputError(f"--entropy-ratio {cfg.entropy_ratio} must lie in (0, 1]")
+        self.state.merge_state_dict({DICTIONARY_STATE_KEY: {
+            "source": dictionary_symbols(src_dict), "target": dictionary_symbols(tgt_dict)}})
+        self._student_ref = None
+        self._negative_responses = None
+
+    # α --------------------------------------------------------------------------------------
+
+    def alpha_at(self, update_num: int) -> float:
+        if self.cfg.fixed_alpha is not None:
+            return float(self.cfg.fixed_alpha)
+        return alpha_at(update_num, self.cfg.alpha_lambda, self.cfg.alpha_gamma, self.cfg.alpha_beta)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        # the trainer hands update_num to the task only; the criterion needs it for α
+        if hasattr(criterion, "set_alpha"):
+            criterion.set_alpha(self.alpha_at(update_num))
+        if hasattr(criterion, "set_num_updates"):
+            criterion.set_num_updates(update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    # data -----------------------------------------------------------------------------------
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if split != self.cfg.train_subset or self.cfg.entropy_subset == "all":
+            return
+        path = self.cfg.entropy_scores
+        if path is None:
+            path = os.path.join(self.cfg.data.split(os.pathsep)[0], "train.entropy")
+        self.datasets[split] = EntropySubsetDataset(
+            self.datasets[split], read_scores(path), self.cfg.entropy_subset,
+            ratio=self.cfg.entropy_ratio, threshold=self.cfg.entropy_threshold, scores_path=path)
+
+    def negative_responses(self):
+        """Target side of the negative set's training split (for ``--negative-target random``)."""
+        if self._negative_responses is None:
+            if not self.cfg.negative_data:
+                raise InputError("--negative-target random needs --negative-data DIR (the binarised "
+                                 "negative set, e.g. data-bin/negative)")
+            src, tgt = self.cfg.source_lang, self.cfg.target_lang
+            prefix = os.path.join(self.cfg.negative_data, f"{self.cfg.train_subset}.{src}-{tgt}.{tgt}")
+            dataset = data_utils.load_indexed_dataset(prefix, self.tgt_dict, self.cfg.dataset_impl)
+            if dataset is None or len(dataset) == 0:
+                raise InputError(f"no binarised negative responses at {prefix}.bin; binarise the "
+                                 f"negative set with the student's dictionary (preprocess.sh)")
+            neg_dict = os.path.join(self.cfg.negative_data, f"dict.{tgt}.txt")
+            if os.path.isfile(neg_dict):
+                from fairseq.data import Dictionary
+
+                if dictionary_symbols(Dictionary.load(neg_dict)) != dictionary_symbols(self.tgt_dict):
+                    raise InputError(f"{neg_dict} differs from the student's dictionary; binarise the "
+                                     f"negative set with --srcdict/--tgtdict of the full set")
+            self._negative_responses = dataset
+        return self._negative_responses
+
+    # models ---------------------------------------------------------------------------------
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if not from_checkpoint:
+            # the model being trained: the criterion checks its teacher against it at start-up
+            self._student_ref = weakref.ref(model)
+        return model
+
+    @property
+    def student_model(self):
+        return self._student_ref() if self._student_ref is not None else None
