@@ -2,14 +2,18 @@
 
 Use with the fairseq command-line tools: ``--user-dir nd_fairseq``. Loaded that way (fairseq is
 imported first), the package registers the ``negative_distillation`` task and criterion, the
-baseline criteria, the ``transformer_nd_dialog`` architectures, and routes fairseq's checkpoint
-loading through the safe ``weights_only=True`` loader.
+baseline criteria, the ``transformer_nd_dialog`` architectures, routes fairseq's checkpoint
+loading through the safe ``weights_only=True`` loader, and keeps the last (incomplete) batch that
+fairseq 0.12 drops (see :mod:`nd_fairseq.fairseq_fixes`).
 
 The command-line tools that do not need fairseq (``nd-prepare``, ``nd-filter``, ``nd-spm``,
 ``nd-eval``, ``nd-pneg``) import this package without importing fairseq or torch, so they start in
-a fraction of a second. In Python, ``nd_fairseq.register()`` does the registration explicitly.
+a fraction of a second. If this package is imported before fairseq in a Python session, the
+registration runs as soon as fairseq is imported (``nd_fairseq.register()`` also does it).
 """
 
+import importlib.abc
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -22,13 +26,40 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from . import safe_load
+    from . import fairseq_fixes, safe_load
 
     safe_load.install()
+    fairseq_fixes.install()
     from . import criterions, models, tasks  # noqa: F401  (registration side effects)
 
     _registered = True
 
 
+class _RegisterWhenFairseqIsImported(importlib.abc.MetaPathFinder):
+    """One-shot import hook: registers the plugin right after ``import fairseq`` completes.
+
+    Without it, importing ``nd_fairseq`` first (e.g. ``from nd_fairseq.losses import ...``) and
+    fairseq later would leave the plugin unregistered: fairseq's ``--user-dir`` handling skips a
+    module that is already in ``sys.modules``.
+    """
+
+    def find_spec(self, name, path, target=None):
+        if name != "fairseq":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
+
+            def exec_then_register(module):
+                exec_module(module)
+                register()
+
+            spec.loader.exec_module = exec_then_register
+        return spec
+
+
 if "fairseq" in sys.modules:  # imported by fairseq's --user-dir (or after fairseq in Python)
     register()
+elif not any(isinstance(f, _RegisterWhenFairseqIsImported) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenFairseqIsImported())

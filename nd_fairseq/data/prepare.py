@@ -251,6 +251,10 @@ def prepare(args: argparse.Namespace) -> Dict[str, object]:
         units, conv = read_source(args.input, args.response_input)
         if not units:
             raise InputError(f"{args.input or 'the chitchat dataset'} holds no dialogue; check --format")
+        if args.max_units and args.max_units > 0:
+            # a seeded sample of whole conversations (pairs), for quick experiments and tests
+            keep = sorted(random.Random(args.seed + 1).sample(range(len(units)), min(args.max_units, len(units))))
+            units = [units[i] for i in keep]
         parts = split_units(len(units), args.valid_fraction, args.test_fraction, args.seed)
         n_units = {s: len(parts[s]) for s in SPLITS}
         for split in SPLITS:
@@ -302,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-valid-pairs", type=int, default=0, help="keep at most N validation pairs (0 = all)")
     p.add_argument("--max-test-pairs", type=int, default=0, help="keep at most N test pairs (0 = all)")
     p.add_argument("--seed", type=int, default=1, help="seed of the split shuffle")
+    p.add_argument("--max-units", type=int, default=0,
+                   help="use a seeded sample of at most N conversations (pairs for pair formats); 0 = all")
     p.add_argument("--tokenize", default="moses", choices=("moses", "whitespace", "none"),
                    help="moses: sacremoses English tokenizer (default); whitespace: collapse spaces only")
     p.add_argument("--lowercase", dest="lowercase", action="store_true", default=True,

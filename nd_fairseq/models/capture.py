@@ -55,6 +55,7 @@ class SelfAttentionScores:
             yield self.scores
         finally:
             self._active = False
+            self.scores = []  # the caller keeps the yielded list; the recorder holds no tensors
             for attn, flag in zip(self.attentions, saved):
                 attn.skip_embed_dim_check = flag
 

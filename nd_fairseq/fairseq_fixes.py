@@ -1,0 +1,37 @@
+"""Fixes to fairseq 0.12 behaviour that would silently corrupt this plugin's results.
+
+* ``data_utils.batch_by_size`` drops the last batch when it is not a multiple of
+  ``--required-batch-size-multiple`` (default 8): fairseq-generate then skips up to 7 test
+  sentences and every training epoch up to 7 pairs (fairseq issues #5036, #5351). Evaluation on a
+  test set that silently loses sentences is wrong, so once the plugin is loaded the remainder is
+  kept as a final, smaller batch (the batch the Cython batcher built before the wrapper dropped it).
+"""
+
+import functools
+
+
+def keep_last_batch(original):
+    @functools.wraps(original)
+    def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,
+                      required_batch_size_multiple=1, fixed_shapes=None):
+        batches = original(indices, num_tokens_fn, num_tokens_vec=num_tokens_vec, max_tokens=max_tokens,
+                           max_sentences=max_sentences,
+                           required_batch_size_multiple=required_batch_size_multiple,
+                           fixed_shapes=fixed_shapes)
+        if fixed_shapes is not None or required_batch_size_multiple <= 1:
+            return batches
+        # the batches are consecutive slices of `indices`; whatever was dropped is the tail
+        kept = sum(len(b) for b in batches)
+        if kept < len(indices):
+            batches = list(batches) + [indices[kept:]]
+        return batches
+
+    batch_by_size.__nd_fixed__ = True
+    return batch_by_size
+
+
+def install() -> None:
+    from fairseq.data import data_utils
+
+    if not getattr(data_utils.batch_by_size, "__nd_fixed__", False):
+        data_utils.batch_by_size = keep_last_batch(data_utils.batch_by_size)

@@ -1,0 +1,185 @@
+"""The negative_distillation criterion in process, on real fairseq models, data and checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, USER_DIR, build_training, first_batch
+from nd_fairseq.io_utils import InputError
+from nd_fairseq.teacher import DICTIONARY_STATE_KEY, TeacherMismatchError
+
+NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0"]
+
+
+def student_argv(data_bin, teacher, *extra, model=TINY_MODEL):
+    return [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation",
+            *model, *NO_DROPOUT, "--criterion", "negative_distillation", "--teacher-path", teacher,
+            "--optimizer", "adam", "--lr", "1e-3", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def batch(data_bin, teacher_checkpoint):
+    _, task, _, _ = build_training(student_argv(data_bin, teacher_checkpoint))
+    return first_batch(task, "train", max_tokens=600)
+
+
+def test_hidden_state_distillation_step_lowers_similarity(data_bin, teacher_checkpoint, batch):
+    torch.manual_seed(0)
+    _, _, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--no-pred-loss", "--no-att-loss", "--fixed-alpha", "1.0"))
+    model.train()
+    criterion.set_alpha(1.0)
+    loss, sample_size, log = criterion(model, batch)
+    before = float(log["hid"]) / sample_size
+    assert set(k for k in ("pred", "hid", "att") if k in log) == {"hid"}
+    # α = 1: the loss is Σ_l L_hid^l alone (times sample_size)
+    assert float(loss) == pytest.approx(before * sample_size, rel=1e-5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt.zero_grad()
+    (loss / sample_size).backward()
+    opt.step()
+    with torch.no_grad():
+        _, _, log_after = criterion(model, batch)
+    after = float(log_after["hid"]) / sample_size
+    assert after < before - 1e-4, (before, after)
+
+
+@pytest.mark.parametrize("flags, present", [
+    ([], {"pred", "hid", "att"}),
+    (["--no-pred-loss"], {"hid", "att"}),
+    (["--no-att-loss"], {"pred", "hid"}),
+    (["--no-hid-loss"], {"pred", "att"}),
+    (["--no-pred-loss", "--no-hid-loss", "--no-att-loss"], set()),
+])
+def test_ablation_flags_select_logged_components(data_bin, teacher_checkpoint, batch, flags, present):
+    torch.manual_seed(0)
+    _, _, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint, *flags))
+    model.train()
+    alpha = 0.3
+    criterion.set_alpha(alpha)
+    loss, sample_size, log = criterion(model, batch)
+    assert {k for k in ("pred", "hid", "att") if k in log} == present
+    if present:
+        # Eq. 13 from the logged per-token components
+        mle = float(log["mle"]) / sample_size
+        negative = sum(float(log[k]) / sample_size for k in present)
+        assert float(loss) / sample_size == pytest.approx((1 - alpha) * mle + alpha * negative, rel=1e-5)
+        assert float(log["alpha"]) / sample_size == pytest.approx(alpha)
+        for k in present:
+            value = float(log[k]) / sample_size
+            assert math.isfinite(value) and value > 0
+        if "hid" in present:  # a sum over 2 layers of similarities in (0, 1]
+            assert float(log["hid"]) / sample_size <= 2.0
+    else:  # nothing to distil: plain label-smoothed MLE
+        assert "mle" not in log
+
+
+def test_validation_reports_label_smoothed_mle(data_bin, teacher_checkpoint, batch):
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    _, task, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint))
+    model.eval()
+    criterion.set_alpha(0.9)
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, batch)
+        reference = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)
+        ref_loss, ref_size, _ = reference(model, batch)
+    assert "hid" not in log and sample_size == ref_size
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-6)
+
+
+def test_padding_is_excluded_everywhere(data_bin, teacher_checkpoint, batch):
+    torch.manual_seed(0)
+    _, task, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint))
+    model.train()  # dropout is 0: deterministic
+    criterion.set_alpha(0.5)
+    pad = task.target_dictionary.pad()
+    padded = {**batch, "net_input": dict(batch["net_input"])}
+    extra = torch.full((batch["target"].size(0), 5), pad, dtype=batch["target"].dtype)
+    padded["target"] = torch.cat([batch["target"], extra], 1)
+    padded["net_input"]["prev_output_tokens"] = torch.cat([batch["net_input"]["prev_output_tokens"], extra], 1)
+    _, _, log = criterion(model, batch)
+    _, _, log_padded = criterion(model, padded)
+    for key in ("loss", "mle", "pred", "hid", "att"):
+        assert float(log_padded[key]) == pytest.approx(float(log[key]), rel=1e-5), key
+
+
+def test_teacher_is_frozen_and_off_the_books(data_bin, teacher_checkpoint, batch):
+    _, _, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint))
+    teacher = criterion.teacher.model
+    criterion.train()  # what fairseq's trainer does every step
+    model.train()
+    criterion.set_alpha(0.5)
+    loss, sample_size, _ = criterion(model, batch)
+    loss.backward()
+    assert not teacher.training
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert criterion.state_dict() == {} and not list(criterion.parameters())
+    student_ids = {id(p) for p in model.parameters()}
+    assert not any(id(p) in student_ids for p in teacher.parameters())
+    assert all(not m.training for m in teacher.modules())  # dropout stays off
+
+
+def test_soft_target_against_hand_assembled_soft_unlikelihood(data_bin, teacher_checkpoint, batch):
+    """L_pred equals Eq. 6 assembled directly from the two models' distributions."""
+    _, task, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--nd-temperature", "2"))
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch["net_input"])[0]
+        teacher_logits = criterion.teacher.model(**batch["net_input"])[0]
+        target = batch["target"]
+        mask = target.ne(task.target_dictionary.pad())
+        p_s = torch.softmax(logits.double() / 2, -1)
+        p_n = torch.softmax(teacher_logits.double() / 2, -1)
+        by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
+    model.train()
+    # dropout is 0, so train mode computes the same forward
+    criterion.set_alpha(1.0)
+    with torch.no_grad():
+        _, sample_size, log = criterion(model, batch)
+    assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
+
+
+def test_missing_teacher_is_a_clear_error(data_bin, tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(InputError, match=r"teacher checkpoint .*nope\.pt does not exist"):
+        build_training(student_argv(data_bin, missing))
+
+
+def test_teacher_with_other_dictionary_is_refused(data_bin, teacher_checkpoint, tmp_path):
+    state = torch.load(teacher_checkpoint, weights_only=False)
+    symbols = state["task_state"][DICTIONARY_STATE_KEY]["target"]
+    symbols[10], symbols[11] = symbols[11], symbols[10]
+    bad = tmp_path / "other_dict.pt"
+    torch.save(state, bad)
+    with pytest.raises(TeacherMismatchError, match=r"different target dictionary \(symbol 10 is"):
+        build_training(student_argv(data_bin, bad))
+
+
+def test_teacher_with_other_dictionary_size_is_refused_without_stored_symbols(data_bin, teacher_checkpoint, tmp_path):
+    state = torch.load(teacher_checkpoint, weights_only=False)
+    state["task_state"] = {}
+    state["cfg"]["task"]["data"] = str(tmp_path / "gone")  # no dictionary files to compare with
+    for key in list(state["model"]):
+        if key.endswith("embed_tokens.weight"):
+            state["model"][key] = state["model"][key][:-3]
+    bad = tmp_path / "smaller.pt"
+    torch.save(state, bad)
+    with pytest.raises(TeacherMismatchError, match=r"dictionary of \d+ symbols, the student \d+"):
+        build_training(student_argv(data_bin, bad))
+
+
+def test_teacher_with_other_depth_is_refused(data_bin, teacher_checkpoint):
+    deeper = [a if a != "2" or i != TINY_MODEL.index("--decoder-layers") + 1 else "3"
+              for i, a in enumerate(TINY_MODEL)]
+    with pytest.raises(TeacherMismatchError, match=r"teacher .* has 2 decoder layers, the student 3"):
+        build_training(student_argv(data_bin, teacher_checkpoint, model=deeper))
+
+
+def test_criterion_needs_the_nd_task(data_bin, teacher_checkpoint):
+    argv = student_argv(data_bin, teacher_checkpoint)
+    argv[argv.index("negative_distillation")] = "translation"
+    with pytest.raises(InputError, match="needs --task negative_distillation"):
+        build_training(argv)

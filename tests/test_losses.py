@@ -1,0 +1,173 @@
+"""The pure loss functions against numbers computed by hand on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from nd_fairseq.losses import (
+    alpha_at,
+    hard_unlikelihood,
+    log1mexp,
+    mean_alpha,
+    mrse,
+    soft_unlikelihood,
+    temperature_log_softmax,
+)
+
+# --- MRSE (Eq. 8) ---------------------------------------------------------------------------
+
+
+def test_mrse_by_hand():
+    a = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    b = torch.tensor([[0.0, 0.0], [0.0, 3.0]])
+    # squared differences 0, 1, 4, 0 -> exp(-0) + exp(-1) + exp(-4) + exp(-0), over n = 4
+    expected = (1 + math.exp(-1) + math.exp(-4) + 1) / 4
+    assert mrse(a, b).item() == pytest.approx(expected, rel=1e-6)
+    assert mrse(b, a).item() == pytest.approx(expected, rel=1e-6)  # symmetric
+
+
+def test_mrse_identical_is_one_and_far_is_zero():
+    a = torch.randn(3, 4)
+    assert mrse(a, a).item() == pytest.approx(1.0)
+    assert mrse(a, a + 100.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mrse_mask_excludes_elements_even_minus_inf():
+    a = torch.tensor([0.0, 1.0, float("-inf"), 5.0])
+    b = torch.tensor([0.5, 1.0, float("-inf"), -5.0])
+    mask = torch.tensor([True, True, False, False])
+    # only the first two count: exp(-0.25) + exp(0), n = 2
+    assert mrse(a, b, mask).item() == pytest.approx((math.exp(-0.25) + 1.0) / 2, rel=1e-6)
+
+
+def test_mrse_masked_minus_inf_gives_finite_gradient():
+    a = torch.tensor([0.0, 1.0, float("-inf")], requires_grad=True)
+    b = torch.tensor([0.5, 1.0, float("-inf")])
+    mask = torch.tensor([True, True, False])
+    mrse(a, b, mask).backward()
+    assert torch.isfinite(a.grad).all()
+    # d/da_0 of exp(-(a0 - b0)^2) / 2 = -2 (a0 - b0) exp(-(a0 - b0)^2) / 2 = 0.5 exp(-0.25)
+    assert a.grad[0].item() == pytest.approx(0.5 * math.exp(-0.25), rel=1e-6)
+    assert a.grad[1].item() == 0.0 and a.grad[2].item() == 0.0
+
+
+def test_mrse_per_layer():
+    a = torch.tensor([[0.0, 0.0], [1.0, 2.0]])  # two "layers" of two features
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    per_layer = mrse(a, b, keep_leading=True)
+    assert per_layer[0].item() == pytest.approx((math.exp(-1) + 1) / 2, rel=1e-6)
+    assert per_layer[1].item() == pytest.approx((1 + math.exp(-4)) / 2, rel=1e-6)
+    mask = torch.tensor([[True, False], [True, True]])
+    per_layer = mrse(a, b, mask, keep_leading=True)
+    assert per_layer[0].item() == pytest.approx(math.exp(-1), rel=1e-6)
+
+
+# --- soft unlikelihood (Eq. 6-7) --------------------------------------------------------------
+
+
+def test_soft_unlikelihood_t1_by_hand():
+    # student p_S = (1/6, 2/6, 3/6); teacher p_N = (1/2, 1/4, 1/4)
+    student_logits = torch.tensor([[0.0, math.log(2.0), math.log(3.0)]])
+    teacher_logits = torch.tensor([[math.log(2.0), 0.0, 0.0]])
+    lp_s = temperature_log_softmax(student_logits, 1.0)
+    p_n = temperature_log_softmax(teacher_logits, 1.0).exp()
+    expected = -(0.5 * math.log(1 - 1 / 6) + 0.25 * math.log(1 - 2 / 6) + 0.25 * math.log(1 - 3 / 6))
+    assert soft_unlikelihood(lp_s, p_n).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_unlikelihood_t2_by_hand():
+    # at t = 2 the logits are halved: student (0, 2ln2, 2ln3)/2 -> p = (1/6, 2/6, 3/6) again;
+    # teacher (2 ln 2, 0, 0)/2 -> (ln 2, 0, 0) -> p = (1/2, 1/4, 1/4)
+    student_logits = torch.tensor([[0.0, 2 * math.log(2.0), 2 * math.log(3.0)]])
+    teacher_logits = torch.tensor([[2 * math.log(2.0), 0.0, 0.0]])
+    lp_s = temperature_log_softmax(student_logits, 2.0)
+    p_n = temperature_log_softmax(teacher_logits, 2.0).exp()
+    expected = -(0.5 * math.log(5 / 6) + 0.25 * math.log(4 / 6) + 0.25 * math.log(3 / 6))
+    assert soft_unlikelihood(lp_s, p_n).item() == pytest.approx(expected, rel=1e-6)
+    # and differs from t = 1 on the same logits, where p_S = (1/14, 4/14, 9/14), p_N = (4/6, 1/6, 1/6)
+    lp1 = temperature_log_softmax(student_logits, 1.0)
+    pn1 = temperature_log_softmax(teacher_logits, 1.0).exp()
+    t1 = -(4 / 6 * math.log(13 / 14) + 1 / 6 * math.log(10 / 14) + 1 / 6 * math.log(5 / 14))
+    assert soft_unlikelihood(lp1, pn1).item() == pytest.approx(t1, rel=1e-6)
+
+
+def test_soft_unlikelihood_mask_and_sum_over_positions():
+    lp_s = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1]], [[0.2, 0.8], [0.5, 0.5]]]))
+    p_n = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True], [True, False]])
+    # positions: -log(0.5); -log(0.9); -(0.5 log 0.8 + 0.5 log 0.2); masked
+    expected = -math.log(0.5) - math.log(0.9) - (0.5 * math.log(0.8) + 0.5 * math.log(0.2))
+    assert soft_unlikelihood(lp_s, p_n, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_unlikelihood_is_finite_when_student_is_certain():
+    # the student puts all its mass on the teacher's favourite token: 1 - p underflows to 0
+    lp_s = torch.log_softmax(torch.tensor([[200.0, 0.0, 0.0]], requires_grad=True), -1)
+    p_n = torch.tensor([[1.0, 0.0, 0.0]])
+    loss = soft_unlikelihood(lp_s, p_n)
+    assert math.isfinite(loss.item())
+    # clamped at 1 - p >= 1e-5 (as FAIR's unlikelihood code): loss = -log(1e-5)
+    assert loss.item() == pytest.approx(-math.log(1e-5), rel=1e-4)
+    logits = torch.tensor([[30.0, 0.0, 0.0]], requires_grad=True)
+    soft_unlikelihood(torch.log_softmax(logits, -1), p_n).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_soft_unlikelihood_gradient_pushes_down_teacher_tokens():
+    logits = torch.zeros(1, 4, requires_grad=True)
+    p_n = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    soft_unlikelihood(torch.log_softmax(logits, -1), p_n).backward()
+    # descending the gradient lowers the teacher token's logit and raises the others
+    assert logits.grad[0, 1] > 0 and (logits.grad[0, [0, 2, 3]] < 0).all()
+
+
+def test_log1mexp_matches_direct_formula_and_floor():
+    x = torch.tensor([-50.0, -5.0, -0.7, -0.5, -1e-3])
+    # double-precision references: log1p(-e^x) is exact far from 0, log(-expm1(x)) near it
+    expected = torch.tensor([math.log1p(-math.exp(v)) if v < -1 else math.log(-math.expm1(v))
+                             for v in x.tolist()])
+    assert torch.allclose(log1mexp(x), expected, rtol=1e-6, atol=1e-30)
+    assert log1mexp(torch.tensor([0.0])).item() == pytest.approx(math.log(1e-5), rel=1e-4)
+
+
+def test_hard_unlikelihood_by_hand():
+    lp = torch.log(torch.tensor([[[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]]]))
+    tokens = torch.tensor([[0, 2]])
+    expected = -math.log(1 - 0.7) - math.log(1 - 0.4)
+    assert hard_unlikelihood(lp, tokens).item() == pytest.approx(expected, rel=1e-6)
+    mask = torch.tensor([[False, True]])
+    assert hard_unlikelihood(lp, tokens, mask).item() == pytest.approx(-math.log(0.6), rel=1e-6)
+
+
+# --- α schedule (Eq. 15-16) --------------------------------------------------------------------
+
+
+def test_alpha_schedule_by_hand():
+    lam, gamma = 4.0, 25600.0
+    beta = 6.0 / gamma
+    # s = 0: z = -6, α = 4 e^6 / (e^6 + 1)^2
+    assert alpha_at(0, lam, gamma) == pytest.approx(4 * math.exp(6) / (math.exp(6) + 1) ** 2, rel=1e-12)
+    assert alpha_at(0, lam, gamma) == pytest.approx(0.0098660, rel=1e-4)
+    # s = γ: z = 0, α = λ / 4
+    assert alpha_at(gamma, lam, gamma) == pytest.approx(1.0)
+    assert alpha_at(100, 2.0, 100.0) == pytest.approx(0.5)
+    # s = 2γ: z = 6, α = 4 e^-6 / (e^-6 + 1)^2, the same as s = 0 (symmetry)
+    assert alpha_at(2 * gamma, lam, gamma) == pytest.approx(4 * math.exp(-6) / (math.exp(-6) + 1) ** 2, rel=1e-12)
+    for d in (1, 500, 7000, 25600, 90000):
+        assert alpha_at(gamma + d, lam, gamma) == pytest.approx(alpha_at(gamma - d, lam, gamma), rel=1e-9)
+    # explicit β overrides 6/γ; z = 0.001 * (1000 - 25600) = -24.6
+    z = 0.001 * (1000 - gamma)
+    assert alpha_at(1000, lam, gamma, 0.001) == pytest.approx(lam * math.exp(-z) / (math.exp(-z) + 1) ** 2, rel=1e-9)
+    assert beta == pytest.approx(6.0 / 25600.0)
+
+
+def test_alpha_far_from_peak_does_not_overflow():
+    assert alpha_at(10**9, 4.0, 100.0) == 0.0
+    assert alpha_at(-(10**9), 4.0, 100.0) == 0.0
+
+
+def test_mean_alpha_is_the_average_over_updates():
+    # three updates s = 0, 1, 2 with γ = 1, β = 1: z = -1, 0, 1
+    s = lambda z: math.exp(-z) / (math.exp(-z) + 1) ** 2
+    assert mean_alpha(3, 4.0, 1.0, 1.0) == pytest.approx(4 * (s(-1) + s(0) + s(1)) / 3, rel=1e-12)
