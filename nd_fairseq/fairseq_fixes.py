@@ -5,6 +5,11 @@
   sentences and every training epoch up to 7 pairs (fairseq issues #5036, #5351). Evaluation on a
   test set that silently loses sentences is wrong, so once the plugin is loaded the remainder is
   kept as a final, smaller batch (the batch the Cython batcher built before the wrapper dropped it).
+* ``Trainer.load_checkpoint`` (resuming with ``checkpoint_last.pt`` or ``--restore-file``) never
+  restores the ``task_state`` that ``Trainer.save_checkpoint`` writes, so state a task keeps for its
+  criterion (e.g. the running statistics of the baseline criteria) would restart from zero on
+  resume. The loaded checkpoint's ``task_state`` is handed to ``task.load_state_dict`` after the
+  trainer has loaded it.
 """
 
 import functools
@@ -30,8 +35,27 @@ def keep_last_batch(original):
     return batch_by_size
 
 
+def restore_task_state(original):
+    @functools.wraps(original)
+    def load_checkpoint(self, filename, *args, **kwargs):
+        from .safe_load import take_loaded_task_state
+
+        take_loaded_task_state()  # forget anything loaded before this call
+        extra_state = original(self, filename, *args, **kwargs)
+        task_state = take_loaded_task_state()
+        if task_state and self.task is not None:
+            self.task.load_state_dict(task_state)
+        return extra_state
+
+    load_checkpoint.__nd_fixed__ = True
+    return load_checkpoint
+
+
 def install() -> None:
     from fairseq.data import data_utils
+    from fairseq.trainer import Trainer
 
     if not getattr(data_utils.batch_by_size, "__nd_fixed__", False):
         data_utils.batch_by_size = keep_last_batch(data_utils.batch_by_size)
+    if not getattr(Trainer.load_checkpoint, "__nd_fixed__", False):
+        Trainer.load_checkpoint = restore_task_state(Trainer.load_checkpoint)

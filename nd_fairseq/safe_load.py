@@ -61,6 +61,15 @@ def _refusal(path, err: Exception) -> UnsafeCheckpointError:
         f"use a checkpoint written by fairseq-train, or re-save its state dict from a trusted source")
 
 
+_loaded_task_state = [None]
+
+
+def take_loaded_task_state():
+    """The ``task_state`` of the checkpoint loaded last (then forgotten); see fairseq_fixes."""
+    state, _loaded_task_state[0] = _loaded_task_state[0], None
+    return state
+
+
 def safe_load_checkpoint_to_cpu(original):
     """Wrap fairseq's ``load_checkpoint_to_cpu`` with the allow-list and a clear refusal."""
 
@@ -68,11 +77,13 @@ def safe_load_checkpoint_to_cpu(original):
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         with safe_globals():
             try:
-                return original(path, *args, **kwargs)
+                state = original(path, *args, **kwargs)
             except UnsafeCheckpointError:
                 raise
             except pickle.UnpicklingError as err:
                 raise _refusal(path, err) from None
+        _loaded_task_state[0] = state.get("task_state") if isinstance(state, dict) else None
+        return state
 
     load_checkpoint_to_cpu.__nd_safe__ = True
     return load_checkpoint_to_cpu

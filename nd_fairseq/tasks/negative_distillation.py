@@ -125,6 +125,28 @@ class NegativeDistillationTask(TranslationTask):
             self._negative_responses = dataset
         return self._negative_responses
 
+    # state that survives checkpoints -------------------------------------------------------
+
+    def persistent_state(self, name: str, factory):
+        """A dict kept in the task state, hence in every checkpoint, and restored on resume.
+
+        Criteria keep running statistics here (fairseq saves a criterion's state only when it has
+        parameters). The same dict object lives for the whole run: a resumed checkpoint's values
+        are copied into it, so a criterion may hold on to the reference.
+        """
+        if name not in self.state.state_dict:
+            self.state.merge_state_dict({name: factory()})
+        return self.state.state_dict[name]
+
+    def load_state_dict(self, state_dict):
+        current = self.state.state_dict
+        for key, value in state_dict.items():
+            if isinstance(current.get(key), dict) and isinstance(value, dict):
+                current[key].clear()
+                current[key].update(value)  # in place: holders of the dict see the restored values
+            else:
+                current[key] = value
+
     # models ---------------------------------------------------------------------------------
 
     def build_model(self, cfg, from_checkpoint=False):
