@@ -26,10 +26,11 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from . import fairseq_fixes, safe_load
+    from . import distributed_cpu, fairseq_fixes, safe_load
 
     safe_load.install()
     fairseq_fixes.install()
+    distributed_cpu.install()
     from . import criterions, models, tasks  # noqa: F401  (registration side effects)
 
     _registered = True

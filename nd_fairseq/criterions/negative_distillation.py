@@ -29,6 +29,7 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
 )
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
@@ -144,21 +145,30 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             student_scores = []
             net_output = model(**net_input)
 
-        teacher_output, teacher_scores = None, []
+        teacher_output, teacher_scores, teacher_targets = None, [], None
         if self.needs_teacher_forward:
             teacher = self.teacher.place_like(model)
-            with torch.no_grad():
+            # inference mode: no graph and no version counters for the frozen teacher; its
+            # outputs are only read (the soft-unlikelihood backward keeps them unsaved)
+            with torch.inference_mode():
                 if self.use_att:
                     with attention_scores_for(teacher).capture() as teacher_scores:
                         teacher_output = teacher(**net_input)
                 else:
                     teacher_output = teacher(**net_input)
+                teacher_targets = self._teacher_targets(teacher_output[0], sample)
+                teacher_output = (None, teacher_output[1])  # the logits are no longer needed
 
-        mle_sum, nll_sum = self.compute_loss(model, net_output, sample, reduce=True)
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        target = model.get_targets(sample, net_output)
+        skip = self.ignore_prefix_size
+        mle_sum, nll_sum = label_smoothed_nll_loss(
+            lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
+            ignore_index=self.padding_idx, reduce=True)
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
-        terms = self.distillation_terms(model, net_output, teacher_output, student_scores,
-                                        teacher_scores, sample)
+        terms = self.distillation_terms(net_output, lprobs, target, teacher_output, teacher_targets,
+                                        student_scores, teacher_scores, sample)
         mle = mle_sum / ntokens
         negative = sum(terms.values(), mle.new_zeros(()))
         total = (1.0 - self.alpha) * mle + self.alpha * negative
@@ -186,27 +196,46 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         return loss, sample_size, logging_output
 
-    def distillation_terms(self, model, net_output, teacher_output, student_scores: List[Tensor],
+    def _target_mask(self, target: Tensor) -> Tensor:
+        mask = target.ne(self.padding_idx)
+        if self.ignore_prefix_size > 0:
+            mask[:, :self.ignore_prefix_size] = False
+        return mask
+
+    def _teacher_targets(self, teacher_logits: Tensor, sample) -> Optional[Tensor]:
+        """The prediction-layer negative targets, computed inside the teacher's inference mode."""
+        if not self.use_pred or self.negative_target == "random":
+            return None
+        if self.negative_target == "hard":
+            return teacher_logits.argmax(-1)
+        mask = self._target_mask(sample["target"])
+        logits = teacher_logits.float()
+        probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
+        return probs.masked_fill_(~mask.unsqueeze(-1), 0.0)  # padding contributes nothing
+
+    def distillation_terms(self, net_output, lprobs: Tensor, target: Tensor, teacher_output,
+                           teacher_targets: Optional[Tensor], student_scores: List[Tensor],
                            teacher_scores: List[Tensor], sample) -> Dict[str, Tensor]:
-        """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only)."""
-        target = model.get_targets(sample, net_output)
-        target_mask = target.ne(self.padding_idx)
+        """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only).
+
+        ``lprobs`` are the student's log-probabilities at t = 1 (shared with L_mle);
+        ``teacher_targets`` the teacher's masked probabilities at temperature t (soft) or its
+        greedy tokens (hard).
+        """
+        target_mask = self._target_mask(target)
         positions = decoder_position_mask(sample["net_input"]["prev_output_tokens"], self.padding_idx)
         if self.ignore_prefix_size > 0:
-            target_mask[:, :self.ignore_prefix_size] = False
             positions = positions.clone()
             positions[:, :self.ignore_prefix_size] = False
         ntokens = target_mask.sum().clamp(min=1)
         terms: Dict[str, Tensor] = {}
 
         if self.use_pred:
-            student_lp = temperature_log_softmax(net_output[0], self.temperature)
+            student_lp = lprobs if self.temperature == 1.0 else temperature_log_softmax(net_output[0], self.temperature)
             if self.negative_target == "soft":
-                teacher_p = temperature_log_softmax(teacher_output[0], self.temperature).exp()
-                terms["pred"] = soft_unlikelihood(student_lp, teacher_p, target_mask) / ntokens
+                terms["pred"] = soft_unlikelihood(student_lp, teacher_targets) / ntokens
             elif self.negative_target == "hard":
-                greedy = teacher_output[0].argmax(-1)
-                terms["pred"] = hard_unlikelihood(student_lp, greedy, target_mask) / ntokens
+                terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, target_mask) / ntokens
             else:
                 negative, has = self._random_negatives(target)
                 terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask) / ntokens
