@@ -1,0 +1,385 @@
+"""``nd-pneg``: prompt-based adversarial negatives (PNEG, Lee et al. 2022) and the ranking benchmark.
+
+    nd-pneg prompt           --examples ddpp/train.jsonl --input data/train [--index 0]
+    nd-pneg generate         --examples ddpp/train.jsonl --input data/train --output negs.jsonl \\
+                             --base-url http://localhost:8000/v1 --model NAME
+    nd-pneg filter           --input data/train --generated negs.jsonl --output negs.filtered.jsonl
+    nd-pneg build-candidates --train ddpp/train.jsonl --valid ddpp/dev.jsonl --test ddpp/test.jsonl \\
+                             --sources random,bm25,pneg,human --pneg negs.jsonl --out-dir cands
+    nd-pneg rank-benchmark   --candidates cands --work-dir runs
+    nd-pneg export-negatives --input data/train --generated negs.jsonl --output train.negatives.jsonl
+
+Inputs (``--input``, ``--train`` ...) are DailyDialog++ JSON-lines files or the prefix of aligned
+``.query``/``.response`` files (nd-prepare's output); ``--format`` overrides the detection.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from ..io_utils import InputError, write_lines_atomic
+from .data import DEFAULT_TURN_SEPARATOR, FORMATS, load_examples
+
+PROG = "nd-pneg"
+
+
+def _add_input(p: argparse.ArgumentParser, name: str = "--input", required: bool = True, help: str = "") -> None:
+    p.add_argument(name, required=required,
+                   help=help or "DailyDialog++ JSON-lines file, or PREFIX of PREFIX.query/PREFIX.response")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: auto-detect)")
+    p.add_argument("--turn-separator", default=DEFAULT_TURN_SEPARATOR,
+                   help=f"for pairs: the string separating turns inside a query line (default {DEFAULT_TURN_SEPARATOR})")
+
+
+def _add_prompt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--examples", default=None,
+                   help="DailyDialog++ JSON-lines file whose records with 5 adversarial negatives are the "
+                        "demonstration pool (required unless --k 0)")
+    p.add_argument("--instruction", default="dir", choices=("dir", "pos", "imp"),
+                   help="task instruction (Appendix I): dir = I_dir (PNEG), pos = I_pos, imp = I_imp (zero-shot)")
+    p.add_argument("--k", type=int, default=None, help="demonstrations per prompt (default 2; 0 for imp)")
+    p.add_argument("--seed", type=int, default=1, help="seed of demonstration sampling and sampling seeds")
+
+
+def _add_filter(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-underscores", type=int, default=1, help="reject an item with more '_' (default 1)")
+    p.add_argument("--copy-ratio", type=float, default=0.85,
+                   help="word-sequence similarity at which an item counts as a copy of a context turn or "
+                        "positive (default 0.85)")
+    p.add_argument("--allow-context-copies", action="store_true", help="do not reject copies of context turns")
+    p.add_argument("--allow-positive-copies", action="store_true", help="do not reject copies of positives")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="PNEG: prompt-based adversarial negative responses "
+                                "(Lee et al. 2022) and response-selection rankers trained on them.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("prompt", help="show (or write) the PNEG prompts of the input contexts")
+    _add_input(s)
+    _add_format(s)
+    _add_prompt(s)
+    s.add_argument("--index", type=int, default=0, help="print the prompt of the example at this position")
+    s.add_argument("--id", default=None, help="print the prompt of the example with this id")
+    s.add_argument("--output", default=None, help="write every prompt as JSON lines {id, prompt, demos} instead")
+
+    s = sub.add_parser("generate", help="generate five adversarial negatives per context (resumable)")
+    _add_input(s)
+    _add_format(s)
+    _add_prompt(s)
+    _add_filter(s)
+    s.add_argument("--output", required=True, help="results file (JSON lines; an existing one is resumed)")
+    s.add_argument("--backend", default="openai", choices=("openai", "fairseq-lm"),
+                   help="openai: any OpenAI-compatible /v1/completions server; fairseq-lm: a local checkpoint")
+    s.add_argument("--base-url", default=None, help="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
+    s.add_argument("--model", default=None, help="model name the server expects")
+    s.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (default OPENAI_API_KEY; unset = no key)")
+    s.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
+    s.add_argument("--retries", type=int, default=6, help="retries of a failed request (default 6)")
+    s.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds, doubled each retry")
+    s.add_argument("--backoff-max", type=float, default=60.0, help="longest back-off in seconds")
+    s.add_argument("--send-seed", action="store_true", help="send a per-request 'seed' (vLLM, newer OpenAI)")
+    s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (PNEG: 0.8)")
+    s.add_argument("--frequency-penalty", type=float, default=0.4, help="PNEG: 0.4")
+    s.add_argument("--presence-penalty", type=float, default=0.4, help="PNEG: 0.4")
+    s.add_argument("--max-tokens", type=int, default=256, help="completion length limit (default 256)")
+    s.add_argument("--lm-checkpoint", default=None, help="fairseq language_modeling checkpoint (fairseq-lm)")
+    s.add_argument("--lm-data", default=None, help="the LM's data directory with dict.txt (default: as trained)")
+    s.add_argument("--lm-tokenizer", default="none", choices=("none", "moses"), help="how the LM's text was tokenised")
+    s.add_argument("--lm-lowercase", action="store_true", help="lowercase prompts (LM trained on lowercased text)")
+    s.add_argument("--lm-sentencepiece-model", default=None, help="sentencepiece model of the LM's text (nd-spm)")
+    s.add_argument("--max-attempts", type=int, default=5,
+                   help="generations per context before recording a failure (default 5)")
+    s.add_argument("--retry-failed", action="store_true", help="regenerate contexts recorded as failed")
+    s.add_argument("--limit", type=int, default=None, help="generate at most N new contexts in this run")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    s = sub.add_parser("filter", help="re-check generated negatives (Appendix F) and count rejections")
+    _add_input(s)
+    _add_format(s)
+    _add_filter(s)
+    s.add_argument("--generated", required=True, help="results of nd-pneg generate, or {id, text} completions")
+    s.add_argument("--output", required=True, help="filtered results (JSON lines)")
+    s.add_argument("--instruction", default=None, choices=("dir", "pos", "imp"),
+                   help="how completions were prompted (default: from the results file, else dir)")
+    s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("build-candidates", help="candidate sets for training and testing rankers")
+    _add_input(s, "--train", help="training examples (DailyDialog++ file or pairs prefix)")
+    _add_input(s, "--test", help="test examples")
+    _add_input(s, "--valid", required=False, help="validation examples (optional; shared by all sources)")
+    s.add_argument("--format", default="auto", choices=FORMATS)
+    s.add_argument("--turn-separator", default=DEFAULT_TURN_SEPARATOR)
+    s.add_argument("--sources", default="random,bm25,pneg,human",
+                   help="negative sources to build training sets for (default random,bm25,pneg,human; "
+                        "pneg needs --pneg, human needs adversarial negatives in --train)")
+    s.add_argument("--pneg", default=None, help="results of nd-pneg generate for the training examples")
+    s.add_argument("--out-dir", required=True, help="where train.<source>.jsonl, valid.jsonl, test.*.jsonl go")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--adversarial-test", default="auto", choices=("auto", "human", "context"),
+                   help="adversarial test negatives: human (DailyDialog++), context (a context turn + 4 random), "
+                        "auto (human if the data has them)")
+    s.add_argument("--bm25-exclude-context", action="store_true", help="BM25 negatives never copy a context turn")
+    s.add_argument("--all-contexts", action="store_true",
+                   help="train each source on every context it covers, not only the contexts all sources cover")
+
+    s = sub.add_parser("rank-benchmark", help="train a fairseq ranker per negative source and report R@1/MRR")
+    s.add_argument("--candidates", required=True, help="directory written by build-candidates")
+    s.add_argument("--work-dir", required=True, help="where data, checkpoints, report.json and report.md go")
+    s.add_argument("--sources", default=None, help="comma-separated sources (default: every train.<source>.jsonl)")
+    s.add_argument("--encoder-layers", type=int, default=2)
+    s.add_argument("--encoder-embed-dim", type=int, default=64)
+    s.add_argument("--encoder-ffn-embed-dim", type=int, default=128)
+    s.add_argument("--encoder-attention-heads", type=int, default=2)
+    s.add_argument("--max-positions", type=int, default=256)
+    s.add_argument("--max-option-length", type=int, default=64, help="candidate tokens kept (with <s>)")
+    s.add_argument("--max-context-turns", type=int, default=3, help="most recent context turns kept")
+    s.add_argument("--dropout", type=float, default=0.1)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--warmup-updates", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=16, help="contexts per batch (PNEG: 16)")
+    s.add_argument("--max-epoch", type=int, default=3, help="PNEG: 3")
+    s.add_argument("--max-update", type=int, default=0, help="stop after N updates (0: no limit)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--no-valid", action="store_true", help="no validation: score the last checkpoint")
+    s.add_argument("--fairseq-args", default="", help="extra fairseq-train arguments, as one string")
+    s.add_argument("--jobs", type=int, default=1, help="fairseq-train processes run at once (default 1)")
+    s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("export-negatives", help="negatives aligned with a training set, one JSON list a line")
+    _add_input(s, help="the training set the negatives were generated for")
+    _add_format(s)
+    s.add_argument("--generated", required=True, help="results of nd-pneg generate")
+    s.add_argument("--output", required=True, help="line i = JSON list of the negatives of training example i")
+    s.add_argument("--require-all", action="store_true", help="fail unless every example has negatives")
+    return p
+
+
+# Commands -------------------------------------------------------------------------------------------
+
+
+def _examples(args, path: Optional[str] = None):
+    return load_examples(path or args.input, args.format, args.turn_separator or None)
+
+
+def _pool(args):
+    from .prompt import PromptConfig, demonstration_pool
+
+    config = PromptConfig(instruction=args.instruction, k=args.k, seed=args.seed)
+    if config.k == 0:
+        return config, []
+    if not args.examples:
+        raise InputError("--examples is required for k > 0: a DailyDialog++ JSON-lines file with human "
+                         "adversarial negatives (the demonstration pool)")
+    pool = demonstration_pool(load_examples(args.examples, "dailydialog++"), config.instruction)
+    if len(pool) < config.k:
+        raise InputError(f"{args.examples} has {len(pool)} records with 5 adversarial negatives; --k {config.k} "
+                         f"needs at least {config.k}")
+    return config, pool
+
+
+def _filter_config(args):
+    from .parse import FilterConfig
+
+    return FilterConfig(max_underscores=args.max_underscores, copy_ratio=args.copy_ratio,
+                        check_context=not args.allow_context_copies, check_positive=not args.allow_positive_copies)
+
+
+def cmd_prompt(args) -> int:
+    from .prompt import make_prompt
+
+    config, pool = _pool(args)
+    examples = _examples(args)
+    if not examples:
+        raise InputError(f"{args.input} holds no examples")
+    if args.output:
+        rows = []
+        for ex in examples:
+            if not ex.context:
+                continue
+            prompt, demos = make_prompt(ex, pool, config)
+            rows.append(json.dumps({"id": ex.id, "prompt": prompt, "demos": demos}, ensure_ascii=False))
+        write_lines_atomic(args.output, rows)
+        print(f"{len(rows)} prompts -> {args.output}", file=sys.stderr)
+        return 0
+    if args.id is not None:
+        match = [ex for ex in examples if ex.id == args.id]
+        if not match:
+            raise InputError(f"{args.input} has no example with id {args.id!r}")
+        ex = match[0]
+    else:
+        if not 0 <= args.index < len(examples):
+            raise InputError(f"--index {args.index} is outside the {len(examples)} examples of {args.input}")
+        ex = examples[args.index]
+    prompt, _ = make_prompt(ex, pool, config)
+    sys.stdout.write(prompt + "\n")
+    return 0
+
+
+def make_backend(args):
+    from .backends import FairseqLMBackend, OpenAICompletionsBackend, SamplingConfig
+
+    sampling = SamplingConfig(temperature=args.temperature, frequency_penalty=args.frequency_penalty,
+                              presence_penalty=args.presence_penalty, max_tokens=args.max_tokens)
+    if args.backend == "openai":
+        if not args.base_url:
+            raise InputError("--base-url is required for --backend openai (e.g. http://localhost:8000/v1)")
+        return OpenAICompletionsBackend(
+            args.base_url, args.model, api_key=os.environ.get(args.api_key_env) or None, sampling=sampling,
+            timeout=args.timeout, max_retries=args.retries, backoff_base=args.backoff,
+            backoff_max=args.backoff_max, concurrency=args.concurrency, send_seed=args.send_seed)
+    if not args.lm_checkpoint:
+        raise InputError("--lm-checkpoint is required for --backend fairseq-lm")
+    return FairseqLMBackend(args.lm_checkpoint, data=args.lm_data, sampling=sampling, tokenizer=args.lm_tokenizer,
+                            lowercase=args.lm_lowercase, sentencepiece_model=args.lm_sentencepiece_model)
+
+
+def cmd_generate(args) -> int:
+    from .generate import GenerationConfig, generate
+    from .parse import format_counts
+
+    if args.max_attempts < 1:
+        raise InputError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    config, pool = _pool(args)
+    examples = _examples(args)
+    backend = make_backend(args)
+    gen = GenerationConfig(prompt=config, filter=_filter_config(args), max_attempts=args.max_attempts,
+                           retry_failed=args.retry_failed, limit=args.limit)
+    try:
+        summary = generate(examples, pool, backend, args.output, gen, progress=not args.quiet)
+    finally:
+        backend.close()
+    if not args.quiet:
+        new, total = summary["new"], summary["total"]
+        print(f"contexts: {summary['targets']} (already done: {summary['already_done']}, left: {summary['remaining']})")
+        print(f"this run: ok {new['ok']}, failed {new['failed']}, attempts {new['attempts']}; "
+              f"rejected attempts by reason: {format_counts(new['rejected_attempts_by_reason'])}")
+        print(f"all: ok {total['ok']}, failed {total['failed']} -> {args.output}")
+    return 0
+
+
+def cmd_filter(args) -> int:
+    from collections import Counter
+
+    from .generate import read_results, refilter, summarize
+    from .parse import format_counts
+
+    records = read_results(args.generated)
+    instruction = args.instruction or _meta_instruction(args.generated) or "dir"
+    out = refilter(records, _examples(args), instruction, _filter_config(args))
+    write_lines_atomic(args.output, [json.dumps(r, ensure_ascii=False) for r in out])
+    if not args.quiet:
+        reasons: Counter = Counter()
+        for r in out:
+            reasons.update(r.get("filter_reasons") or {})
+        s = summarize(out)
+        print(f"records: {len(out)}; ok {s['ok']}, rejected/failed {s['failed']}")
+        print(f"rejected items by reason: {format_counts(reasons)} -> {args.output}")
+    return 0
+
+
+def _meta_instruction(path: str) -> Optional[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    try:
+        return json.loads(first).get("meta", {}).get("instruction")
+    except (ValueError, AttributeError):
+        return None
+
+
+def cmd_build_candidates(args) -> int:
+    from .candidates import (SOURCES, build_eval_sets, build_training_sets, build_valid_set, pneg_negatives,
+                             write_candidates)
+    from .generate import read_results
+    from ..io_utils import AtomicFiles
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    bad = [s for s in sources if s not in SOURCES]
+    if bad:
+        raise InputError(f"unknown source {bad[0]!r} in --sources: use {', '.join(SOURCES)}")
+    if "pneg" in sources and not args.pneg:
+        raise InputError("--sources includes pneg: give --pneg RESULTS (the output of nd-pneg generate)")
+    pneg = pneg_negatives(read_results(args.pneg)) if "pneg" in sources else None
+    train = _examples(args, args.train)
+    if "human" in sources and not any(len(ex.adversarial) >= 5 for ex in train):
+        raise InputError(f"{args.train} has no human adversarial negatives; drop 'human' from --sources")
+    sets = build_training_sets(train, sources, args.seed, pneg, args.bm25_exclude_context, common=not args.all_contexts)
+    tests = build_eval_sets(_examples(args, args.test), args.seed, args.adversarial_test, "test")
+    valid = build_valid_set(_examples(args, args.valid), args.seed, args.adversarial_test) if args.valid else None
+    empty = [s for s in sources if not sets[s]]
+    if empty:
+        raise InputError(f"no training context has five '{empty[0]}' negatives"
+                         + (" (check that --pneg was generated for --train)" if empty[0] == "pneg" else ""))
+    summary = {"train": {s: len(v) for s, v in sets.items()}, "test": {k: len(v) for k, v in tests.items()},
+               "valid": len(valid) if valid is not None else 0, "seed": args.seed}
+    os.makedirs(args.out_dir, exist_ok=True)
+    for s, v in sets.items():
+        write_candidates(os.path.join(args.out_dir, f"train.{s}.jsonl"), v)
+    for k, v in tests.items():
+        write_candidates(os.path.join(args.out_dir, f"test.{k}.jsonl"), v)
+    if valid is not None:
+        write_candidates(os.path.join(args.out_dir, "valid.jsonl"), valid)
+    with AtomicFiles(args.out_dir) as out:
+        json.dump(summary, out.open("summary.json"), indent=2)
+    print(f"training contexts per source: {summary['train']}; valid {summary['valid']}; "
+          f"test: {summary['test']} -> {args.out_dir}")
+    return 0
+
+
+def cmd_rank_benchmark(args) -> int:
+    import shlex
+
+    from .ranker import RankerConfig, format_table, run_benchmark
+
+    cfg = RankerConfig(
+        encoder_layers=args.encoder_layers, encoder_embed_dim=args.encoder_embed_dim,
+        encoder_ffn_embed_dim=args.encoder_ffn_embed_dim, encoder_attention_heads=args.encoder_attention_heads,
+        max_positions=args.max_positions, max_option_length=args.max_option_length,
+        max_context_turns=args.max_context_turns, dropout=args.dropout, lr=args.lr, warmup_updates=args.warmup_updates,
+        batch_size=args.batch_size, max_epoch=args.max_epoch, max_update=args.max_update, seed=args.seed,
+        validate=not args.no_valid, extra_args=shlex.split(args.fairseq_args))
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    results = run_benchmark(args.candidates, args.work_dir, sources, cfg, progress=not args.quiet, jobs=args.jobs)
+    print(format_table(results))
+    print(f"-> {os.path.join(args.work_dir, 'report.json')}, report.md")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_negatives
+    from .generate import read_results
+
+    stats = export_negatives(_examples(args), read_results(args.generated), args.output, args.require_all)
+    print(f"{stats['lines']} lines ({stats['with_negatives']} with negatives, {stats['empty']} empty) -> {args.output}")
+    return 0
+
+
+COMMANDS = {"prompt": cmd_prompt, "generate": cmd_generate, "filter": cmd_filter,
+            "build-candidates": cmd_build_candidates, "rank-benchmark": cmd_rank_benchmark,
+            "export-negatives": cmd_export}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished records are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
