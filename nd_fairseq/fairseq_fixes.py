@@ -10,6 +10,11 @@
   criterion (e.g. the running statistics of the baseline criteria) would restart from zero on
   resume. The loaded checkpoint's ``task_state`` is handed to ``task.load_state_dict`` after the
   trainer has loaded it.
+* In multi-process training rank 0 loads a checkpoint and broadcasts it (``_broadcast_object_slow``),
+  and the other ranks unpickle it with ``torch.load``, which on torch >= 2.6 refuses the OmegaConf
+  config that the loaded state now holds: every distributed resume or ``--finetune-from-model``
+  failed. The broadcast is unpickled with the checkpoint allow-list plus exactly the types an
+  OmegaConf config is made of and fairseq's tensor placeholder (still ``weights_only=True``).
 """
 
 import functools
@@ -51,6 +56,35 @@ def restore_task_state(original):
     return load_checkpoint
 
 
+def _omegaconf_globals():
+    import collections
+    import typing
+
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode, BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode, EnumNode, FloatNode,
+            IntegerNode, StringNode, typing.Any, collections.defaultdict, dict, list, int, float, str, bool]
+
+
+def safe_broadcast(original):
+    @functools.wraps(original)
+    def _broadcast_object_slow(*args, **kwargs):
+        import torch
+
+        from fairseq.distributed.utils import _TensorPlaceholder  # broadcast_object's stand-in for tensors
+
+        from .safe_load import FAIRSEQ_CHECKPOINT_GLOBALS
+
+        allowed = FAIRSEQ_CHECKPOINT_GLOBALS + _omegaconf_globals() + [_TensorPlaceholder]
+        with torch.serialization.safe_globals(allowed):
+            return original(*args, **kwargs)
+
+    _broadcast_object_slow.__nd_fixed__ = True
+    return _broadcast_object_slow
+
+
 def install() -> None:
     from fairseq.data import data_utils
     from fairseq.trainer import Trainer
@@ -59,3 +93,7 @@ def install() -> None:
         data_utils.batch_by_size = keep_last_batch(data_utils.batch_by_size)
     if not getattr(Trainer.load_checkpoint, "__nd_fixed__", False):
         Trainer.load_checkpoint = restore_task_state(Trainer.load_checkpoint)
+    from fairseq.distributed import utils as distributed_utils
+
+    if not getattr(distributed_utils._broadcast_object_slow, "__nd_fixed__", False):
+        distributed_utils._broadcast_object_slow = safe_broadcast(distributed_utils._broadcast_object_slow)

@@ -183,3 +183,50 @@ def test_criterion_needs_the_nd_task(data_bin, teacher_checkpoint):
     argv[argv.index("negative_distillation")] = "translation"
     with pytest.raises(InputError, match="needs --task negative_distillation"):
         build_training(argv)
+
+
+def _negatives_file(path, n, texts):
+    import json
+
+    path.write_text("".join(json.dumps(texts if i % 3 else []) + "\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+def test_external_negatives_are_pushed_down(data_bin, teacher_checkpoint, chitchat_text, tmp_path, batch):
+    """--external-negatives-weight: training on the unlikelihood term lowers the negatives' likelihood."""
+    n = len((chitchat_text / "train.query").read_text().splitlines())
+    negatives = _negatives_file(tmp_path / "neg.jsonl", n, ["i don't know .", "yeah , i do n't know"])
+    torch.manual_seed(0)
+    _, task, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--external-negatives", negatives, "--external-negatives-weight", "1",
+        "--fixed-alpha", "0"))
+    model.train()
+    criterion.set_alpha(0.0)
+    encoded = task.external_negatives()
+    assert len(encoded) == n and encoded[0] == [] and len(encoded[1]) == 2
+    assert encoded[1][0][-1].item() == task.target_dictionary.eos()
+    # the moses-tokenised, lowercased text went through the training data's sentencepiece model
+    assert "<unk>" not in task.target_dictionary.string(encoded[1][0])
+    loss, sample_size, log = criterion(model, batch)
+    first = float(log["ext"]) / sample_size
+    assert first > 0 and float(loss) == pytest.approx(float(log["loss"]))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(5):
+        opt.zero_grad()
+        with torch.no_grad():
+            pass
+        term, _ = criterion.external_negative_term(model, batch)
+        term.backward()
+        opt.step()
+    with torch.no_grad():
+        last, _ = criterion.external_negative_term(model, batch)
+    assert float(last) < first
+
+
+def test_external_negatives_misaligned_file_is_refused(data_bin, teacher_checkpoint, tmp_path):
+    negatives = _negatives_file(tmp_path / "short.jsonl", 5, ["yeah"])
+    _, task, _, _ = build_training(student_argv(data_bin, teacher_checkpoint))
+    task.cfg.external_negatives = str(negatives)
+    task.load_dataset("train")
+    with pytest.raises(InputError, match=r"short\.jsonl has 5 lines but the training set has \d+ pairs"):
+        task.external_negatives()

@@ -64,3 +64,17 @@ def test_distributed_run_matches_single_process_on_the_same_global_batch(runs):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-3)
         assert a["abs"] == pytest.approx(b["abs"], rel=1e-5)
         assert a["head"] == pytest.approx(b["head"], rel=1e-4, abs=1e-6)
+
+
+def test_distributed_resume_loads_the_checkpoint_on_every_rank(data_bin, teacher_checkpoint, tmp_path):
+    """Rank 0 loads checkpoint_last.pt and broadcasts it (safe unpickling on the other rank)."""
+    torchrun = str(BIN / "torchrun") if (BIN / "torchrun").exists() else shutil.which("torchrun")
+    args = [a for a in _args(data_bin, teacher_checkpoint, tmp_path / "ckpt") if a != "--no-save"]
+    args[args.index("--max-update") + 1] = "2"
+    run_cli([torchrun, "--nproc_per_node", "2", "--master_port", "29519", PROBE, tmp_path, *args], timeout=600)
+    args[args.index("--max-update") + 1] = "4"
+    proc = run_cli([torchrun, "--nproc_per_node", "2", "--master_port", "29521", PROBE, tmp_path, *args],
+                   timeout=600)
+    assert "Loaded checkpoint" in proc.stdout + proc.stderr
+    for rank in (0, 1):
+        assert [r["update"] for r in _records(tmp_path / f"rank{rank}.jsonl")] == [1, 2, 3, 4]

@@ -67,7 +67,12 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
     nd_attention: ATTENTION_FEATURES = field(
         default="scores", metadata={"help": "attention features for L_att: scores = pre-softmax QKᵀ/√d_k "
                                             "(the paper, Eq. 10); probs = post-softmax weights (variant)"})
-    seed: int = field(default=1, metadata={"help": "seed for --negative-target random draws"})
+    external_negatives_weight: float = field(
+        default=0.0, metadata={"help": "weight of token unlikelihood on externally supplied negative "
+                                       "responses of each query (e.g. PNEG's; the task's --external-negatives): "
+                                       "one is drawn per query and the student, teacher-forced on it, is "
+                                       "pushed off its tokens. Added to Eq. 13; 0 = off"})
+    seed: int = field(default=1, metadata={"help": "seed for --negative-target random and external-negative draws"})
 
 
 def decoder_position_mask(prev_output_tokens: Tensor, pad: int) -> Tensor:
@@ -86,7 +91,8 @@ def self_attention_mask(position_mask: Tensor) -> Tensor:
 class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  teacher_path=None, nd_temperature=1.0, no_pred_loss=False, no_hid_loss=False,
-                 no_att_loss=False, negative_target="soft", nd_attention="scores", seed=1):
+                 no_att_loss=False, negative_target="soft", nd_attention="scores", external_negatives_weight=0.0,
+                 seed=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not hasattr(task, "alpha_at"):
             raise InputError("--criterion negative_distillation needs --task negative_distillation "
@@ -100,6 +106,11 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         self.negative_target = str(negative_target)
         self.attention_features = str(nd_attention)
         self.seed = seed
+        if external_negatives_weight < 0:
+            raise InputError(f"--external-negatives-weight {external_negatives_weight} must be >= 0")
+        self.external_weight = float(external_negatives_weight)
+        if self.external_weight > 0:
+            task.external_negatives()  # fail at start-up on a missing or malformed file
         self.alpha = task.alpha_at(0)
         self.num_updates = 0
         self._draws = 0
@@ -132,7 +143,11 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         distill = model.training and self.alpha > 0.0 and (self.use_pred or self.use_hid or self.use_att)
         if not distill:
-            return self._mle_only(model, sample, reduce)
+            loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
+            if model.training and self.external_weight > 0:
+                loss = loss + self._add_external(model, sample, sample_size, logging_output)
+                logging_output["loss"] = loss.data
+            return loss, sample_size, logging_output
         if not self._checked:
             check_architecture(self.teacher.model, model, self.teacher.path)
             self._checked = True
@@ -186,14 +201,13 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         }
         for name, value in terms.items():
             logging_output[name] = value.data * sample_size
+        if self.external_weight > 0:
+            loss = loss + self._add_external(model, sample, sample_size, logging_output)
+            logging_output["loss"] = loss.data
         if self.report_accuracy:
             n_correct, total_tokens = self.compute_accuracy(model, net_output, sample)
             logging_output["n_correct"] = utils.item(n_correct.data)
             logging_output["total"] = utils.item(total_tokens.data)
-        return loss, sample_size, logging_output
-
-    def _mle_only(self, model, sample, reduce):
-        loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         return loss, sample_size, logging_output
 
     def _target_mask(self, target: Tensor) -> Tensor:
@@ -261,6 +275,46 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             terms["att"] = mrse(s_att, t_att, mask, keep_leading=True).sum()
         return terms
 
+    def _add_external(self, model, sample, sample_size, logging_output) -> Tensor:
+        """W · token unlikelihood of one external negative per query (teacher-forced), × sample_size."""
+        term, _ = self.external_negative_term(model, sample)
+        logging_output["ext"] = term.data * sample_size
+        logging_output["nd_sample_size"] = sample_size
+        return self.external_weight * term * sample_size
+
+    def external_negative_term(self, model, sample) -> Tuple[Tensor, int]:
+        """Per-token ``-log(1 - p(y'_t | y'_<t, q))`` over one drawn negative y' per query that has any.
+
+        The student reads the query and the negative response (teacher forcing), exactly as it reads
+        a reference, and every token of the negative (its </s> included) is pushed down.
+        """
+        from fairseq.data import data_utils
+
+        negatives = self.task.external_negatives()
+        gen = torch.Generator().manual_seed(self.seed * 2_000_003 + self.num_updates * 104_729 + self._draws)
+        self._draws += 1
+        rows, picked = [], []
+        for row, idx in enumerate(sample["id"].tolist()):
+            options = negatives[idx] if idx < len(negatives) else []
+            if options:
+                rows.append(row)
+                picked.append(options[int(torch.randint(len(options), (1,), generator=gen))])
+        net_input = sample["net_input"]
+        zero = net_input["src_tokens"].new_zeros((), dtype=torch.float)
+        if not rows:
+            return zero, 0
+        device = net_input["src_tokens"].device
+        pad, eos = self.padding_idx, self.task.target_dictionary.eos()
+        target = data_utils.collate_tokens(picked, pad, eos).to(device)
+        prev = data_utils.collate_tokens(picked, pad, eos, move_eos_to_beginning=True).to(device)
+        index = torch.tensor(rows, device=device)
+        output = model(src_tokens=net_input["src_tokens"].index_select(0, index),
+                       src_lengths=net_input["src_lengths"].index_select(0, index), prev_output_tokens=prev)
+        lprobs = model.get_normalized_probs(output, log_probs=True)
+        mask = target.ne(pad)
+        n_tokens = int(mask.sum())
+        return hard_unlikelihood(lprobs, target, mask) / max(n_tokens, 1), n_tokens
+
     def _random_negatives(self, target: Tensor) -> Tuple[Tensor, Tensor]:
         """A random negative-set response per sentence, aligned to the target positions."""
         responses = self.task.negative_responses()
@@ -280,7 +334,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         nd_size = sum(log.get("nd_sample_size", 0) for log in logging_outputs)
         if not nd_size:
             return
-        for name in ("alpha",) + COMPONENTS:
+        for name in ("alpha",) + COMPONENTS + ("ext",):
             if any(name in log for log in logging_outputs):
                 value = sum(log.get(name, 0) for log in logging_outputs) / nd_size
                 if name == "mle":  # label-smoothed CE, in bits like fairseq's loss

@@ -56,6 +56,18 @@ class NegativeDistillationConfig(TranslationConfig):
     negative_data: Optional[str] = field(
         default=None, metadata={"help": "binarised negative set (e.g. data-bin/negative) whose training "
                                         "responses --negative-target random draws from"})
+    external_negatives: Optional[str] = field(
+        default=None, metadata={"help": "externally supplied negative responses, aligned with the training "
+                                        "pairs: line i is a JSON list of response strings for pair i (e.g. "
+                                        "nd-pneg export-negatives); used with --external-negatives-weight"})
+    external_negatives_spm: Optional[str] = field(
+        default=None, metadata={"help": "sentencepiece model that encodes --external-negatives "
+                                        "(default: DATA/spm.model, which preprocess.sh writes)"})
+    external_negatives_tokenize: str = field(
+        default="moses", metadata={"help": "word tokenisation applied to --external-negatives before "
+                                           "sentencepiece, as nd-prepare did to the corpus: moses, whitespace, none"})
+    external_negatives_lowercase: bool = field(
+        default=True, metadata={"help": "lowercase --external-negatives (nd-prepare's default)"})
 
 
 @register_task("negative_distillation", dataclass=NegativeDistillationConfig)
@@ -74,6 +86,7 @@ class NegativeDistillationTask(TranslationTask):
             "source": dictionary_symbols(src_dict), "target": dictionary_symbols(tgt_dict)}})
         self._student_ref = None
         self._negative_responses = None
+        self._external_negatives = None
 
     # α --------------------------------------------------------------------------------------
 
@@ -147,6 +160,12 @@ class NegativeDistillationTask(TranslationTask):
             else:
                 current[key] = value
 
+    def external_negatives(self):
+        """Per training pair, the token tensors (each ending in </s>) of its external negatives."""
+        if self._external_negatives is None:
+            self._external_negatives = load_external_negatives(self)
+        return self._external_negatives
+
     # models ---------------------------------------------------------------------------------
 
     def build_model(self, cfg, from_checkpoint=False):
@@ -159,3 +178,54 @@ class NegativeDistillationTask(TranslationTask):
     @property
     def student_model(self):
         return self._student_ref() if self._student_ref is not None else None
+
+
+def load_external_negatives(task):
+    """Read, tokenise and binarise ``--external-negatives`` with the student's dictionary."""
+    import json
+
+    from ..data.prepare import make_tokenizer
+    from ..io_utils import iter_line_blocks, require_file
+
+    cfg = task.cfg
+    path = cfg.external_negatives
+    if not path:
+        raise InputError("--external-negatives-weight needs --external-negatives FILE (line i: JSON list of "
+                         "negative responses for training pair i, e.g. from nd-pneg export-negatives)")
+    require_file(path, "external negatives file", "create it with nd-pneg export-negatives")
+    data_dir = cfg.data.split(os.pathsep)[0]
+    spm_path = cfg.external_negatives_spm or os.path.join(data_dir, "spm.model")
+    require_file(spm_path, "sentencepiece model", "give the model that encoded the training data with "
+                 "--external-negatives-spm")
+    import sentencepiece
+
+    spm = sentencepiece.SentencePieceProcessor(model_file=spm_path)
+    tokenize = make_tokenizer(cfg.external_negatives_tokenize, cfg.external_negatives_lowercase)
+    out = []
+    line_no = 0
+    for block in iter_line_blocks(path):
+        for line in block:
+            line_no += 1
+            try:
+                items = json.loads(line) if line.strip() else []
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); each line must be a JSON "
+                                 f"list of response strings") from None
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise InputError(f"{path}: line {line_no} is not a JSON list of strings")
+            encoded = []
+            for text in items:
+                pieces = " ".join(spm.encode(tokenize(text), out_type=str))
+                tokens = task.tgt_dict.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
+                if tokens.numel() > 1:
+                    encoded.append(tokens)
+            out.append(encoded)
+    if task.cfg.train_subset in task.datasets:
+        train = task.datasets[task.cfg.train_subset]
+        n_train = len(getattr(train, "dataset", train)) if hasattr(train, "indices") else len(train)
+        if n_train != len(out):
+            raise InputError(f"{path} has {len(out)} lines but the training set has {n_train} pairs; give one "
+                             f"line per training pair, in the training order")
+    logger.info("external negatives: %d responses for %d of %d training pairs from %s",
+                sum(map(len, out)), sum(1 for x in out if x), len(out), path)
+    return out

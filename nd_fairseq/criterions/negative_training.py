@@ -1,0 +1,311 @@
+"""Criterion ``negative_training``: the NT baseline (He & Glass, ACL 2020), frequent-response variant.
+
+"Negative Training for Neural Dialogue Response Generation", §3.3 (the frequent response problem),
+as released by the authors (``cloudygoose/negativetraining_acl2020``,
+``seq2seq/neg_freq_posttrain_seq2seq.py``, ``neg_d_train``). At every training batch:
+
+1. decode the batch's queries greedily (eval mode, no gradient);
+2. add the responses to a moving window of the last ``--nt-window`` batches of generated responses
+   (200 in the authors' code) and compute each response's ratio r(y) = count(y) / (responses in
+   the window);
+3. once the window is full, every response of this batch with r(y) > r_thres (``--frequency-
+   threshold``, 1% in the ND paper's Appendix B) is a negative example: its log-likelihood under
+   the model (train mode) is *minimised*, the EOS token's term scaled by 0.1 as in the authors'
+   code (``FREQ_AVOID_SCAL``);
+4. the positive (MLE) update on the batch's references keeps the model a language model,
+   weighted by λ_POS = 1 (ND paper, Appendix B).
+
+Per-token loss, with the authors' normalisation of the negative term (all generated tokens of the
+batch, EOS included)::
+
+    L = λ_POS · L_mle  +  Σ_{y ∈ negatives} Σ_t m_t log p(y_t | y_<t, x) / (generated tokens)
+
+The window of responses lives in the task's persistent state (``--task negative_distillation``),
+so it is saved in every checkpoint and restored on resume. Validation reports the MLE loss only.
+
+The greedy decoder here (:func:`greedy_decode`, the same choices as ``fairseq-generate --beam 1``)
+is shared with ``unlikelihood_dialog``.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from fairseq import metrics, utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from torch import Tensor
+
+from ..io_utils import InputError
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "negative_training"
+
+
+# -- shared helpers (also used by unlikelihood_dialog and face) ----------------------------------
+
+def task_running_state(task, name: str, factory) -> dict:
+    """The criterion's running statistics: the task's persistent state if it offers one.
+
+    ``--task negative_distillation`` keeps the dict in its state, saves it in every checkpoint and
+    restores it in place on resume. Other tasks (e.g. ``translation``) get a plain dict: training
+    works, but the statistics restart from zero when a run is resumed.
+    """
+    getter = getattr(task, "persistent_state", None)
+    if getter is None:
+        logger.warning("task %s keeps no criterion state in checkpoints: the running statistics of "
+                       "%s restart from zero on resume (use --task negative_distillation)",
+                       type(task).__name__, name)
+        return factory()
+    return getter(name, factory)
+
+
+@torch.no_grad()
+def greedy_decode(model, src_tokens: Tensor, src_lengths: Tensor, max_len: int, eos: int, pad: int) -> Tensor:
+    """Greedy responses ``(B, L)``: each row ends with EOS, then padding.
+
+    The choices of ``fairseq-generate --beam 1``: decoding starts from EOS (fairseq's BOS for
+    translation), padding is never chosen, EOS is not allowed as the first token (``--min-len 1``)
+    and is forced after ``max_len`` tokens. The model runs in eval mode (no dropout) and its mode
+    is restored afterwards.
+    """
+    if max_len < 1:
+        raise InputError(f"--decode-max-len {max_len} must be >= 1")
+    was_training = model.training
+    model.eval()
+    try:
+        encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
+        bsz = src_tokens.size(0)
+        tokens = src_tokens.new_full((bsz, max_len + 2), pad)
+        tokens[:, 0] = eos
+        finished = torch.zeros(bsz, dtype=torch.bool, device=src_tokens.device)
+        incremental_state: Dict[str, Dict[str, Optional[Tensor]]] = {}
+        step = 0
+        for step in range(max_len + 1):
+            logits, _ = model.decoder(tokens[:, :step + 1], encoder_out=encoder_out,
+                                      incremental_state=incremental_state)
+            logits = logits[:, -1, :].float().clone()  # edited below: never touch the model's tensor
+            logits[:, pad] = -math.inf
+            if step == 0:
+                logits[:, eos] = -math.inf
+            if step >= max_len:
+                chosen = torch.full_like(finished, eos, dtype=tokens.dtype)
+            else:
+                chosen = logits.argmax(-1)
+            chosen = chosen.masked_fill(finished, pad)
+            tokens[:, step + 1] = chosen
+            finished |= chosen.eq(eos)
+            if bool(finished.all()):
+                break
+        return tokens[:, 1:step + 2]
+    finally:
+        model.train(was_training)
+
+
+def decoder_input_for(responses: Tensor, eos: int, pad: int) -> Tensor:
+    """``prev_output_tokens`` for teacher-forcing ``responses`` (EOS-terminated, right-padded):
+    shifted right behind EOS, as fairseq's collater builds them."""
+    prev = torch.cat([responses.new_full((responses.size(0), 1), eos), responses[:, :-1]], dim=1)
+    return prev.masked_fill(responses.eq(pad), pad)
+
+
+def forward_on(model, sample, rows: Tensor, responses: Tensor, eos: int, pad: int):
+    """Teacher-forced forward pass of ``responses`` for the queries ``rows`` of ``sample``."""
+    net_input = dict(sample["net_input"])
+    net_input["src_tokens"] = net_input["src_tokens"].index_select(0, rows)
+    net_input["src_lengths"] = net_input["src_lengths"].index_select(0, rows)
+    net_input["prev_output_tokens"] = decoder_input_for(responses, eos, pad)
+    return model(**net_input)
+
+
+# -- NT maths -------------------------------------------------------------------------------------
+
+def response_keys(responses: Tensor, eos: int, pad: int) -> List[str]:
+    """One hashable key per generated response: its token ids up to (excluding) the first EOS."""
+    keys = []
+    for row in responses.tolist():
+        out = []
+        for tok in row:
+            if tok == eos or tok == pad:
+                break
+            out.append(str(tok))
+        keys.append(" ".join(out))
+    return keys
+
+
+def frequent_responses(keys: Sequence[str], counts: Dict[str, int], total: int, threshold: float) -> List[bool]:
+    """r(y) = counts[y] / total > threshold, for each key: the responses that get a negative update."""
+    if total <= 0:
+        return [False] * len(keys)
+    return [counts.get(k, 0) / total > threshold for k in keys]
+
+
+def negative_log_likelihood_term(lprobs: Tensor, responses: Tensor, eos: int, pad: int,
+                                 eos_weight: float = 0.1) -> Tensor:
+    """``Σ_i Σ_t m_t log p(y_it)`` over the rows given, m_t = ``eos_weight`` on EOS and 1 elsewhere.
+
+    Minimising it lowers the likelihood of the responses (the negative update, He & Glass 2020).
+    ``lprobs`` ``(B, T, V)``, ``responses`` ``(B, T)`` EOS-terminated and right-padded.
+    """
+    token_lp = lprobs.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+    weight = torch.where(responses.eq(eos), token_lp.new_tensor(eos_weight), token_lp.new_tensor(1.0))
+    weight = weight.masked_fill(responses.eq(pad), 0.0)
+    return (token_lp * weight).sum()
+
+
+class ResponseWindow:
+    """Moving window of the responses generated for the last ``size`` batches, in a plain dict.
+
+    ``state`` holds only python lists, strings and ints, so fairseq can save and reload it
+    (``torch.load(weights_only=True)``): ``history`` (one list of keys per batch), ``counts``
+    (key -> occurrences in the window), ``total`` (responses in the window), ``batches`` (batches
+    seen since the start of training).
+    """
+
+    def __init__(self, state: dict, size: int):
+        self.state = state
+        self.size = size
+
+    @staticmethod
+    def empty() -> dict:
+        return {"history": [], "counts": {}, "total": 0, "batches": 0}
+
+    def add(self, keys: List[str]) -> bool:
+        """Add one batch; True once the window is full (the authors' code starts then)."""
+        s = self.state
+        s["history"].append(list(keys))
+        counts = s["counts"]
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        s["total"] += len(keys)
+        s["batches"] += 1
+        full = len(s["history"]) > self.size
+        while len(s["history"]) > self.size:
+            for k in s["history"].pop(0):
+                counts[k] -= 1
+                if counts[k] == 0:
+                    del counts[k]
+            s["total"] = sum(len(h) for h in s["history"])
+        return full
+
+    def ratio_of_most_frequent(self) -> float:
+        s = self.state
+        return max(s["counts"].values()) / s["total"] if s["total"] else 0.0
+
+
+@dataclass
+class NegativeTrainingCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    label_smoothing: float = field(
+        default=0.1, metadata={"help": "ε of the label-smoothed positive (MLE) term; 0.1 as every "
+                                       "system in the ND paper (0 = the plain NLL of He & Glass)"})
+    frequency_threshold: float = field(
+        default=0.01, metadata={"help": "r_thres: a generated response whose share of the window "
+                                        "exceeds this is a negative example (ND paper: 1%)"})
+    lambda_pos: float = field(
+        default=1.0, metadata={"help": "λ_POS: weight of the positive MLE update (ND paper: 1)"})
+    nt_window: int = field(
+        default=200, metadata={"help": "moving window of generated responses, in batches; negative "
+                                       "updates start once it is full (authors' code: 200)"})
+    nt_eos_weight: float = field(
+        default=0.1, metadata={"help": "scale of the EOS token's term in the negative update "
+                                       "(authors' code, FREQ_AVOID_SCAL = 0.1)"})
+    decode_max_len: int = field(
+        default=40, metadata={"help": "longest greedy response decoded during training, in tokens "
+                                      "before EOS (as fairseq-generate --max-len-b)"})
+
+
+@register_criterion("negative_training", dataclass=NegativeTrainingCriterionConfig)
+class NegativeTrainingCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 frequency_threshold=0.01, lambda_pos=1.0, nt_window=200, nt_eos_weight=0.1,
+                 decode_max_len=40):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        if ignore_prefix_size:
+            raise InputError("--criterion negative_training does not support --ignore-prefix-size")
+        if not 0.0 <= frequency_threshold < 1.0:
+            raise InputError(f"--frequency-threshold {frequency_threshold} must lie in [0, 1)")
+        if nt_window < 1:
+            raise InputError(f"--nt-window {nt_window} must be >= 1 (batches)")
+        if decode_max_len < 1:
+            raise InputError(f"--decode-max-len {decode_max_len} must be >= 1")
+        self.threshold = float(frequency_threshold)
+        self.lambda_pos = float(lambda_pos)
+        self.eos_weight = float(nt_eos_weight)
+        self.max_len = int(decode_max_len)
+        dictionary = task.target_dictionary
+        self.eos = dictionary.eos()
+        self.window = ResponseWindow(task_running_state(task, STATE_KEY, ResponseWindow.empty), int(nt_window))
+        logger.info("negative training: r_thres %g, λ_POS %g, window %d batches, EOS weight %g",
+                    self.threshold, self.lambda_pos, nt_window, self.eos_weight)
+
+    def forward(self, model, sample, reduce=True):
+        if not model.training:
+            return super().forward(model, sample, reduce=reduce)
+        net_input = sample["net_input"]
+        responses = greedy_decode(model, net_input["src_tokens"], net_input["src_lengths"],
+                                  self.max_len, self.eos, self.padding_idx)
+        keys = response_keys(responses, self.eos, self.padding_idx)
+        full = self.window.add(keys)
+        state = self.window.state
+        negative = (frequent_responses(keys, state["counts"], state["total"], self.threshold)
+                    if full else [False] * len(keys))
+
+        net_output = model(**net_input)
+        mle_sum, nll_sum = self.compute_loss(model, net_output, sample, reduce=True)
+        ntokens = sample["ntokens"]
+        mle = mle_sum / ntokens
+        generated_tokens = int(responses.ne(self.padding_idx).sum())
+        neg = mle.new_zeros(())
+        rows = torch.tensor([i for i, n in enumerate(negative) if n], dtype=torch.long,
+                            device=responses.device)
+        if rows.numel():
+            chosen = responses.index_select(0, rows)
+            keep = int(chosen.ne(self.padding_idx).sum(1).max())
+            chosen = chosen[:, :keep]
+            neg_output = forward_on(model, sample, rows, chosen, self.eos, self.padding_idx)
+            lprobs = model.get_normalized_probs(neg_output, log_probs=True)
+            neg = negative_log_likelihood_term(lprobs, chosen, self.eos, self.padding_idx,
+                                               self.eos_weight) / max(generated_tokens, 1)
+
+        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        loss = (self.lambda_pos * mle + neg) * sample_size
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_sum.data,
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "nt_sample_size": sample_size,
+            "mle": mle.data * sample_size,
+            "neg": neg.data * sample_size,
+            "nt_batches": 1,
+            "n_neg": int(rows.numel()),
+            "max_ratio": self.window.ratio_of_most_frequent(),
+        }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total.data)
+        return loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+        size = sum(log.get("nt_sample_size", 0) for log in logging_outputs)
+        batches = sum(log.get("nt_batches", 0) for log in logging_outputs)
+        if not size or not batches:
+            return
+        mle = sum(log.get("mle", 0) for log in logging_outputs) / size / math.log(2)
+        metrics.log_scalar("mle", mle, size, round=4)  # label-smoothed CE, in bits like fairseq's loss
+        metrics.log_scalar("neg", sum(log.get("neg", 0) for log in logging_outputs) / size, size, round=4)
+        # per batch: negative responses, and the share of the window's most frequent response
+        metrics.log_scalar("n_neg", sum(log.get("n_neg", 0) for log in logging_outputs) / batches,
+                           batches, round=2)
+        metrics.log_scalar("max_ratio", sum(log.get("max_ratio", 0) for log in logging_outputs) / batches,
+                           batches, round=4)
