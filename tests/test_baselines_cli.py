@@ -187,6 +187,24 @@ def test_validation_is_plain_label_smoothed_mle_and_counts_nothing(data_bin, bat
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_filler_batches_do_not_count_in_the_statistics(data_bin, batch, name):
+    """fairseq's dummy batches (ignore_grad) leave the running statistics as they were."""
+    import copy
+
+    from fairseq import optim
+
+    cfg, task, model, criterion = build_training(_argv(data_bin, name))
+    optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))
+    task.train_step(batch, model, criterion, optimizer, 0)
+    before = copy.deepcopy(task.persistent_state(name, dict))
+    assert before["batches"] == 1
+    task.train_step(batch, model, criterion, optimizer, 1, ignore_grad=True)
+    _assert_same_state(task.persistent_state(name, dict), before)
+    task.train_step(batch, model, criterion, optimizer, 1)
+    assert task.persistent_state(name, dict)["batches"] == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_loss_is_the_documented_combination_of_logged_components(data_bin, batch, name):
     torch.manual_seed(0)
     _, _, model, criterion = build_training(_argv(data_bin, name))
@@ -235,7 +253,7 @@ def test_greedy_decoder_matches_fairseq_generate_beam_1(data_bin, teacher_checkp
     from fairseq import checkpoint_utils
     from fairseq.sequence_generator import SequenceGenerator
 
-    from nd_fairseq.criterions.negative_training import greedy_decode
+    from nd_fairseq.decoding import greedy_decode
 
     _, task, _, _ = build_training(_argv(data_bin, "negative_training"))
     models, _ = checkpoint_utils.load_model_ensemble([str(teacher_checkpoint)], task=task)

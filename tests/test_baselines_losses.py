@@ -8,12 +8,11 @@ import torch
 from nd_fairseq.criterions.face import face_weights, frequency_weighted_ce, output_tokens, TokenFrequency
 from nd_fairseq.criterions.negative_training import (
     ResponseWindow,
-    decoder_input_for,
     frequent_responses,
-    greedy_decode,
     negative_log_likelihood_term,
     response_keys,
 )
+from nd_fairseq.decoding import decoder_input_for, greedy_decode
 from nd_fairseq.criterions.unlikelihood_dialog import (
     TokenCounts,
     vocabulary_penalty,

@@ -34,6 +34,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
+from ..decoding import forward_on
 from ..io_utils import InputError
 from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, temperature_log_softmax
 from ..models.capture import attention_scores_for
@@ -299,17 +300,12 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             if options:
                 rows.append(row)
                 picked.append(options[int(torch.randint(len(options), (1,), generator=gen))])
-        net_input = sample["net_input"]
-        zero = net_input["src_tokens"].new_zeros((), dtype=torch.float)
         if not rows:
-            return zero, 0
-        device = net_input["src_tokens"].device
+            return sample["net_input"]["src_tokens"].new_zeros((), dtype=torch.float), 0
+        device = sample["net_input"]["src_tokens"].device
         pad, eos = self.padding_idx, self.task.target_dictionary.eos()
         target = data_utils.collate_tokens(picked, pad, eos).to(device)
-        prev = data_utils.collate_tokens(picked, pad, eos, move_eos_to_beginning=True).to(device)
-        index = torch.tensor(rows, device=device)
-        output = model(src_tokens=net_input["src_tokens"].index_select(0, index),
-                       src_lengths=net_input["src_lengths"].index_select(0, index), prev_output_tokens=prev)
+        output = forward_on(model, sample, torch.tensor(rows, device=device), target, eos, pad)
         lprobs = model.get_normalized_probs(output, log_probs=True)
         mask = target.ne(pad)
         n_tokens = int(mask.sum())

@@ -48,7 +48,8 @@ from torch import Tensor
 
 from ..io_utils import InputError
 from ..losses import log1mexp
-from .negative_training import forward_on, greedy_decode, task_running_state
+from ..decoding import forward_on, greedy_decode
+from .negative_training import task_running_state
 
 logger = logging.getLogger(__name__)
 

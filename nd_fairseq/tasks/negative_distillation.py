@@ -12,6 +12,7 @@ A ``translation`` task (same data layout, same generation) that
 * loads the negative set's responses for the ``--negative-target random`` ablation (Table 9).
 """
 
+import copy
 import logging
 import os
 import weakref
@@ -87,6 +88,7 @@ class NegativeDistillationTask(TranslationTask):
         self._student_ref = None
         self._negative_responses = None
         self._external_negatives = None
+        self._persistent_names = set()
 
     # α --------------------------------------------------------------------------------------
 
@@ -101,7 +103,15 @@ class NegativeDistillationTask(TranslationTask):
             criterion.set_alpha(self.alpha_at(update_num))
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if not (ignore_grad and self._persistent_names):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        # a filler batch (fairseq repeats a real one with zeroed gradients when a worker has none
+        # left): it must not count in the criteria's running statistics
+        saved = {name: copy.deepcopy(self.state.state_dict[name]) for name in self._persistent_names}
+        try:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        finally:
+            self.load_state_dict(saved)
 
     # data -----------------------------------------------------------------------------------
 
@@ -149,6 +159,7 @@ class NegativeDistillationTask(TranslationTask):
         """
         if name not in self.state.state_dict:
             self.state.merge_state_dict({name: factory()})
+        self._persistent_names.add(name)
         return self.state.state_dict[name]
 
     def load_state_dict(self, state_dict):
