@@ -63,6 +63,46 @@ def _probs(lprobs: Tensor) -> Tensor:
     return lprobs.detach().clamp(min=_MIN_LOGP).exp_()
 
 
+def _soft_ul_value(lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
+    """-sum q log(1 - p), 1 - p clamped at 1e-5 (eager: in place where it can)."""
+    p = _probs(lprobs).clamp_(max=1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P)
+    log_one_minus_p = torch.neg(p).log1p_()
+    return -torch.dot(teacher_probs.reshape(-1).to(log_one_minus_p.dtype), log_one_minus_p.reshape(-1))
+
+
+def _soft_ul_grad(lprobs: Tensor, teacher_probs: Tensor, grad_output: Tensor) -> Tensor:
+    """d/d log p of the value above: q p / (1 - p), zero where 1 - p was clamped."""
+    p = _probs(lprobs)
+    clamped = p >= 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P
+    grad = torch.rsub(p, 1.0).reciprocal_().mul_(p)
+    return grad.masked_fill_(clamped, 0.0).mul_(teacher_probs).mul_(grad_output)
+
+
+def _soft_ul_value_pure(lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
+    p = lprobs.clamp(min=_MIN_LOGP).exp().clamp(max=1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P)
+    return -(teacher_probs * torch.log1p(-p)).sum()
+
+
+def _soft_ul_grad_pure(lprobs: Tensor, teacher_probs: Tensor, grad_output: Tensor) -> Tensor:
+    p = lprobs.clamp(min=_MIN_LOGP).exp()
+    w = torch.where(p >= 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P, torch.zeros_like(p), p / (1.0 - p))
+    return w * teacher_probs * grad_output
+
+
+_COMPILED = {}
+
+
+def _kernels(compiled: bool):
+    """(value, grad) functions: eager, or fused into one loop each by torch.compile (the first call
+    compiles, ~15-40 s on a CPU; then 4-6x faster than eager here)."""
+    if not compiled:
+        return _soft_ul_value, _soft_ul_grad
+    if not _COMPILED:
+        _COMPILED["value"] = torch.compile(_soft_ul_value_pure, dynamic=True)
+        _COMPILED["grad"] = torch.compile(_soft_ul_grad_pure, dynamic=True)
+    return _COMPILED["value"], _COMPILED["grad"]
+
+
 class _SoftUnlikelihood(torch.autograd.Function):
     """Eq. 6 with a hand-written backward: a few passes over (positions x vocabulary) instead of
     the ~20 that autograd records for the composed expression, and no saved temporaries.
@@ -72,38 +112,33 @@ class _SoftUnlikelihood(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
-        p = _probs(student_lprobs).clamp_(max=1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P)
-        log_one_minus_p = torch.neg(p).log1p_()
-        loss = -torch.dot(teacher_probs.reshape(-1).to(log_one_minus_p.dtype), log_one_minus_p.reshape(-1))
+    def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor, compiled: bool) -> Tensor:
+        value, ctx.grad_fn = _kernels(compiled)
         ctx.save_for_backward(student_lprobs)
         # kept as an attribute, not saved: the teacher's probabilities may come from
         # torch.inference_mode, and they are never modified
         ctx.teacher_probs = teacher_probs
-        return loss
+        return value(student_lprobs.detach(), teacher_probs)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (student_lprobs,) = ctx.saved_tensors
-        p = _probs(student_lprobs)
-        clamped = p >= 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P
-        grad = torch.rsub(p, 1.0).reciprocal_().mul_(p)  # p / (1 - p)
-        grad.masked_fill_(clamped, 0.0).mul_(ctx.teacher_probs).mul_(grad_output)
-        return grad, None
+        return ctx.grad_fn(student_lprobs.detach(), ctx.teacher_probs, grad_output), None, None
 
 
-def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None,
+                      compiled: bool = False) -> Tensor:
     """Soft unlikelihood (Eq. 6), summed over positions and vocabulary.
 
     ``L = - sum_i sum_k p_N(k | i) log(1 - p_S(k | i))``. ``student_lprobs`` are log-probabilities
     at temperature t (``log_softmax(z_S / t)``), ``teacher_probs`` probabilities at the same t
     (``softmax(z_N / t)``, Eq. 7), both ``(..., V)``; ``mask`` ``(...)`` marks real (non-pad)
     positions. 1 - p_S is clamped at 1e-5 (FAIR's unlikelihood code does the same), so the value
-    and the gradient are always finite.
+    and the gradient are always finite. ``compiled`` fuses the element-wise work with torch.compile.
     """
     if mask is not None:
         teacher_probs = teacher_probs.masked_fill(~mask.unsqueeze(-1), 0.0)
-    return _SoftUnlikelihood.apply(student_lprobs, teacher_probs)
+    return _SoftUnlikelihood.apply(student_lprobs, teacher_probs, compiled)
 
 
 def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:

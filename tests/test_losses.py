@@ -192,3 +192,20 @@ def test_soft_unlikelihood_gradient_matches_the_composed_formula():
     q2 = torch.softmax(torch.randn(2, 3, 4, dtype=torch.float64), -1)
     z = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: soft_unlikelihood(torch.log_softmax(x, -1), q2), (z,))
+
+
+def test_compiled_soft_unlikelihood_equals_eager():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 50) * 4
+    q = torch.softmax(torch.randn(2, 3, 50), -1)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    grads = []
+    values = []
+    for compiled in (False, True):
+        z = logits.clone().requires_grad_(True)
+        v = soft_unlikelihood(torch.log_softmax(z, -1), q, mask, compiled=compiled)
+        v.backward()
+        values.append(v.item())
+        grads.append(z.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
