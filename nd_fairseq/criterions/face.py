@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 import torch
-from fairseq import metrics, utils
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
@@ -39,6 +39,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
+from .common import log_accuracy
 from ..io_utils import InputError
 from .negative_training import task_running_state
 
@@ -178,10 +179,7 @@ class FaceCriterion(LabelSmoothedCrossEntropyCriterion):
             "face_w_max": float(weights.max()),
             "face_top_rf": float(counts.max() / total) if total > 0 else 0.0,
         }
-        if self.report_accuracy:
-            n_correct, n_total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(n_total.data)
+        log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
     @classmethod

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from fairseq import metrics, utils
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
@@ -34,6 +34,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
+from .common import log_accuracy
 from ..decoding import forward_on
 from ..io_utils import InputError
 from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, temperature_log_softmax
@@ -210,10 +211,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         if self.external_weight > 0:
             loss = loss + self._add_external(model, sample, sample_size, logging_output)
             logging_output["loss"] = loss.data
-        if self.report_accuracy:
-            n_correct, total_tokens = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(total_tokens.data)
+        log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
     def _target_mask(self, target: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import torch
-from fairseq import metrics, utils
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
@@ -41,6 +41,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from torch import Tensor
 
+from .common import log_accuracy
 from ..decoding import forward_on, greedy_decode
 from ..io_utils import InputError
 
@@ -231,10 +232,7 @@ class NegativeTrainingCriterion(LabelSmoothedCrossEntropyCriterion):
             "n_neg": int(rows.numel()),
             "max_ratio": self.window.ratio_of_most_frequent(),
         }
-        if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(total.data)
+        log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
     @classmethod

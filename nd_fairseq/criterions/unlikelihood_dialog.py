@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
-from fairseq import metrics, utils
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
@@ -46,6 +46,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
+from .common import log_accuracy
 from ..io_utils import InputError
 from ..losses import log1mexp
 from ..decoding import forward_on, greedy_decode
@@ -248,10 +249,7 @@ class UnlikelihoodDialogCriterion(LabelSmoothedCrossEntropyCriterion):
             "ul_tokens": n_penalised,
             "ul_beta_sum": beta_sum,
         }
-        if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(total.data)
+        log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
     @classmethod
