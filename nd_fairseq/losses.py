@@ -5,7 +5,7 @@ The criteria in :mod:`nd_fairseq.criterions` only wire model outputs to these fu
 """
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +176,24 @@ def mrse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None, keep_leading: bool
         count = mask.flatten(1).sum(1).clamp(min=1)
         return sim.flatten(1).sum(1) / count
     return sim.sum() / mask.sum().clamp(min=1)
+
+
+def standardize_rows(scores: Tensor, mask: Tensor, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
+    """Each row of attention scores standardised over its allowed keys: ``(a - mean) / std``.
+
+    A scale- and shift-free view of the scores (a variant for L_att): pushing raw scores apart can be
+    done by scaling Q and K alone, which changes nothing the attention computes; standardised scores
+    only differ where the rows' shapes differ. ``mask`` (broadcastable to ``scores``) marks allowed
+    keys; returns the standardised scores and the mask of the rows that have at least two keys (a
+    row with one key has no shape).
+    """
+    mask = mask.expand_as(scores)
+    a = scores.float().masked_fill(~mask, 0.0)
+    n = mask.sum(-1, keepdim=True)
+    mean = a.sum(-1, keepdim=True) / n.clamp(min=1)
+    centered = (a - mean).masked_fill(~mask, 0.0)
+    std = (centered.square().sum(-1, keepdim=True) / n.clamp(min=1) + eps).sqrt()
+    return centered / std, mask & (n >= 2)
 
 
 def label_smoothed_nll(lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: Optional[int] = None):

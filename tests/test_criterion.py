@@ -230,3 +230,18 @@ def test_external_negatives_misaligned_file_is_refused(data_bin, teacher_checkpo
     task.load_dataset("train")
     with pytest.raises(InputError, match=r"short\.jsonl has 5 lines but the training set has \d+ pairs"):
         task.external_negatives()
+
+
+@pytest.mark.parametrize("variant", ["probs", "standardized"])
+def test_attention_feature_variants(data_bin, teacher_checkpoint, batch, variant):
+    torch.manual_seed(0)
+    _, _, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--no-pred-loss", "--no-hid-loss", "--nd-attention", variant))
+    model.train()
+    criterion.set_alpha(1.0)
+    loss, sample_size, log = criterion(model, batch)
+    att = float(log["att"]) / sample_size
+    assert 0.0 < att <= 2.0  # a sum over 2 layers of similarities in (0, 1]
+    loss.backward()
+    grads = [p.grad for p in model.decoder.layers[0].self_attn.q_proj.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

@@ -209,3 +209,20 @@ def test_compiled_soft_unlikelihood_equals_eager():
         grads.append(z.grad)
     assert values[0] == pytest.approx(values[1], rel=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_standardize_rows_by_hand():
+    from nd_fairseq.losses import standardize_rows
+
+    scores = torch.tensor([[[1.0, float("-inf"), float("-inf")],
+                            [1.0, 3.0, float("-inf")],
+                            [1.0, 2.0, 3.0]]])
+    mask = torch.ones(3, 3, dtype=torch.bool).tril()[None]
+    z, rows = standardize_rows(scores, mask)
+    s = math.sqrt(2 / 3)  # row 3: mean 2, variance (1 + 0 + 1) / 3
+    assert torch.allclose(z[0, 2], torch.tensor([-1 / s, 0.0, 1 / s]), atol=1e-5)
+    assert torch.allclose(z[0, 1, :2], torch.tensor([-1.0, 1.0]), atol=1e-5)  # mean 2, std 1
+    assert rows[0, :, 0].tolist() == [False, True, True]  # the one-key row has no shape
+    # scale and shift do not matter
+    z2, _ = standardize_rows(scores * 7 + 3, mask)
+    assert torch.allclose(z2[rows], z[rows], atol=1e-5)

@@ -37,14 +37,14 @@ from torch import Tensor
 from .common import log_accuracy
 from ..decoding import forward_on
 from ..io_utils import InputError
-from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, temperature_log_softmax
+from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, standardize_rows, temperature_log_softmax
 from ..models.capture import attention_scores_for
 from ..teacher import FrozenTeacher, check_architecture
 
 logger = logging.getLogger(__name__)
 
 NEGATIVE_TARGETS = ChoiceEnum(["soft", "hard", "random"])
-ATTENTION_FEATURES = ChoiceEnum(["scores", "probs"])
+ATTENTION_FEATURES = ChoiceEnum(["scores", "probs", "standardized"])
 COMPONENTS = ("mle", "pred", "hid", "att")
 
 
@@ -68,7 +68,9 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
                                           "(needs the task's --negative-data)"})
     nd_attention: ATTENTION_FEATURES = field(
         default="scores", metadata={"help": "attention features for L_att: scores = pre-softmax QKᵀ/√d_k "
-                                            "(the paper, Eq. 10); probs = post-softmax weights (variant)"})
+                                            "(the paper, Eq. 10); probs = post-softmax weights; standardized = "
+                                            "the scores standardised per query over its allowed keys (scale-free "
+                                            "variant: raw scores can be pushed apart by scaling alone)"})
     external_negatives_weight: float = field(
         default=0.0, metadata={"help": "weight of token unlikelihood on externally supplied negative "
                                        "responses of each query (e.g. PNEG's; the task's --external-negatives): "
@@ -276,6 +278,10 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             if self.attention_features == "probs":
                 s_att = s_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
                 t_att = t_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
+            elif self.attention_features == "standardized":
+                s_att, rows = standardize_rows(s_att, mask)
+                t_att, _ = standardize_rows(t_att, mask)
+                mask = rows
             terms["att"] = mrse(s_att, t_att, mask, keep_leading=True).sum()
         return terms
 
