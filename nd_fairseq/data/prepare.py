@@ -104,11 +104,12 @@ def read_tsv(path: str) -> List[Pair]:
     return pairs
 
 
-def read_parallel(query_path: str, response_path: Optional[str]) -> List[Pair]:
-    require_file(query_path, "query file", "give the query side with --input")
+def read_parallel(query_path: str, response_path: Optional[str], query_option: str = "--input",
+                  response_option: str = "--response-input") -> List[Pair]:
+    require_file(query_path, "query file", f"give the query side with {query_option}")
     if response_path is None:
-        raise InputError("--format parallel needs --response-input RESPONSE_FILE beside --input QUERY_FILE")
-    require_file(response_path, "response file", "give the response side with --response-input")
+        raise InputError(f"--format parallel needs {response_option} RESPONSE_FILE beside {query_option} QUERY_FILE")
+    require_file(response_path, "response file", f"give the response side with {response_option}")
     check_aligned([query_path, response_path])
     return list(zip(read_lines(query_path), read_lines(response_path)))
 
@@ -223,7 +224,7 @@ def prepare(args: argparse.Namespace) -> Dict[str, object]:
     if fmt != "chitchat" and not args.input:
         raise InputError(f"--format {fmt} needs --input PATH")
 
-    def read_source(path: Optional[str], response_path: Optional[str] = None):
+    def read_source(path: Optional[str], response_path: Optional[str] = None, split: str = "train"):
         """Returns (units, is_conversational)."""
         if fmt == "chitchat":
             return read_chitchat(path), True
@@ -233,7 +234,8 @@ def prepare(args: argparse.Namespace) -> Dict[str, object]:
             return read_eou_pairs(path), False
         if fmt == "tsv":
             return read_tsv(path), False
-        return read_parallel(path, response_path), False
+        prefix = "" if split == "train" else f"{split}-"
+        return read_parallel(path, response_path, f"--{prefix}input", f"--{prefix}response-input"), False
 
     stats = {"dropped_empty": 0, "dropped_long": 0, "dropped_duplicate": 0, "truncated": 0}
     raw: Dict[str, List[Pair]] = {}
@@ -244,7 +246,7 @@ def prepare(args: argparse.Namespace) -> Dict[str, object]:
         for split, path, rpath in (("train", args.input, args.response_input),
                                    ("valid", args.valid_input, args.valid_response_input),
                                    ("test", args.test_input, args.test_response_input)):
-            units, conv = read_source(path, rpath)
+            units, conv = read_source(path, rpath, split)
             raw[split] = [p for c in units for p in conversation_pairs(c)] if conv else units
         n_units = {s: None for s in SPLITS}
     else:

@@ -13,12 +13,12 @@ import json
 import math
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io_utils import AtomicFiles, InputError, iter_line_blocks, require_file
-from .source_entropy import KEY_CHOICES, Selector, score_files, selectors_for
+from ..io_utils import AtomicFiles, InputError, default_jobs, iter_line_buffers, require_file, run_parallel
+from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, score_files, selectors_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,32 +47,103 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction in the bottom set (default 1 - ratio: the complement of the top set)")
     p.add_argument("--no-top", action="store_true", help="write scores (and bottom) only")
     p.add_argument("--scratch-dir", default=None, help="where the hash scratch files go (default: system temp)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes to use (default: 2, or 1 on a single core); the query and response "
+                        "files are read and written in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
 
-def _write_selected(path: str, selector: Selector, scores: np.ndarray, out, bar=None) -> int:
-    """Stream ``path`` and write the lines the selector keeps; returns how many were written."""
-    selector.reset()
-    start = kept = 0
-    for block in iter_line_blocks(path):
-        mask = selector.mask(np.asarray(scores[start:start + len(block)]))
-        start += len(block)
-        chosen = [line for line, keep in zip(block, mask.tolist()) if keep]
-        if chosen:
-            out.write("\n".join(chosen))
-            out.write("\n")
-        kept += len(chosen)
-        if bar is not None:
-            bar.update(len(block))
+WRITE_BLOCK_BYTES = 1 << 22  # bytes of input read at a time when writing the selections
+
+
+def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selector, str]]) -> List[int]:
+    """Stream ``path`` and write the lines each selector keeps to its file; returns the counts.
+
+    Works on bytes (the input was validated as UTF-8 while it was hashed) and never makes an
+    object per line: runs of consecutive kept lines are copied as slices of the block read, or,
+    when they are many, the kept bytes are picked with a byte mask.
+    """
+    files = [open(out, "wb") for _, out in outputs]
+    sels = [sel.reset() for sel, _ in outputs]
+    kept = [0] * len(outputs)
+    seen = 0
+    try:
+        with open(corpus.codes_path, "rb") as fc:
+            for block, size in iter_line_buffers(path, WRITE_BLOCK_BYTES, validate=False):
+                arr = np.frombuffer(block, dtype=np.uint8, count=size)
+                nl = np.flatnonzero(arr == 10)
+                k = nl.size + 1
+                codes = np.fromfile(fc, dtype=np.uint32, count=k)
+                if codes.size != k:
+                    raise InputError(f"{path} changed while nd-filter was running (more lines than "
+                                     f"scored); run it again on files that are not being written")
+                seen += k
+                scores = corpus.values[codes]
+                starts = np.empty(k, dtype=np.intp)
+                starts[0] = 0
+                starts[1:] = nl + 1
+                ends = np.append(nl, size)
+                lengths = byte_mask = last_mask = None
+                for j, (sel, f) in enumerate(zip(sels, files)):
+                    mask = sel.mask(scores)
+                    edge = np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+                    first = np.flatnonzero(edge == 1)  # runs of kept lines: first..last
+                    if first.size == 0:
+                        continue
+                    last = np.flatnonzero(edge == -1) - 1
+                    kept[j] += int((last - first).sum()) + first.size
+                    if first.size * 8 < k:  # few runs: copy each as one slice
+                        f.write(b"\n".join([block[a:b] for a, b in zip(starts[first].tolist(),
+                                                                          ends[last].tolist())]))
+                        f.write(b"\n")
+                        continue
+                    # many runs: pick the bytes of the kept lines (each with its newline)
+                    if byte_mask is not None and np.array_equal(mask, ~last_mask):
+                        byte_mask = ~byte_mask  # the complement of the last set (top/bottom)
+                    else:
+                        if lengths is None:
+                            lengths = ends - starts + 1
+                            lengths[-1] -= 1  # the last line has no newline in the block
+                        byte_mask = np.repeat(mask, lengths)
+                    last_mask = mask
+                    f.write(arr[byte_mask])
+                    if mask[-1]:
+                        f.write(b"\n")
+    finally:
+        for f in files:
+            f.close()
+    if seen != corpus.n_pairs:
+        raise InputError(f"{path} changed while nd-filter was running ({seen} lines, {corpus.n_pairs} "
+                         f"scored); run it again on files that are not being written")
     return kept
 
 
-def _format_scores(scores: np.ndarray, out, chunk: int = 1 << 20) -> None:
-    for a in range(0, scores.shape[0], chunk):
-        block = np.round(np.asarray(scores[a:a + chunk]), 6).tolist()
-        out.write("\n".join(map(repr, block)))
-        out.write("\n")
+def _score_strings(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each distinct score as its scores.txt line (``repr`` of the value rounded to 6 decimals)."""
+    text = [f"{v!r}\n".encode() for v in np.round(values, 6).tolist()]
+    width = max(map(len, text))
+    table = np.zeros((len(text), width), dtype=np.uint8)
+    for i, t in enumerate(text):
+        table[i, :len(t)] = np.frombuffer(t, dtype=np.uint8)
+    return table, np.array([len(t) for t in text], dtype=np.int64)
+
+
+def _write_scores(corpus: ScoredCorpus, out_path: str, chunk: int = 1 << 20) -> None:
+    """scores.txt: one score per line, each distinct score formatted once."""
+    table, lengths = _score_strings(corpus.values)
+    columns = np.arange(table.shape[1])
+    with open(out_path, "wb") as out:
+        for codes in corpus.iter_codes(chunk):
+            rows = table[codes]
+            out.write(rows[columns < lengths[codes][:, None]].tobytes())
+
+
+def _write_side(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selector, str]],
+                scores_path: Optional[str]) -> List[int]:
+    if scores_path is not None:
+        _write_scores(corpus, scores_path)
+    return _write_selected(path, corpus, outputs) if outputs else []
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -80,9 +151,14 @@ def run(args: argparse.Namespace) -> dict:
     require_file(args.response, "response file", "give the response side with --response")
     if args.bottom_ratio is not None and not args.bottom:
         args.bottom = True
+    jobs = getattr(args, "jobs", None)
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs} must be at least 1")
     t0 = time.perf_counter()
     corpus = score_files(args.query, args.response, key=args.key, base=args.base,
-                         entropy=args.entropy, scratch_dir=args.scratch_dir, progress=not args.quiet)
+                         entropy=args.entropy, scratch_dir=args.scratch_dir, progress=not args.quiet,
+                         jobs=jobs)
     with corpus:
         n = corpus.n_pairs
         if n == 0:
@@ -97,28 +173,25 @@ def run(args: argparse.Namespace) -> dict:
             "threshold": args.threshold,
             "cut": top_sel.cut if math.isfinite(top_sel.cut) else None,
         })
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            outputs = (0 if args.no_top else 2) + (2 if args.bottom else 0)
-            bar = tqdm(desc="writing", total=n * outputs, unit=" lines", unit_scale=True, leave=False)
-        try:
-            with AtomicFiles(args.out_dir) as out:
-                _format_scores(corpus.scores, out.open("scores.txt"))
-                if not args.no_top:
-                    summary["top"] = _write_selected(args.query, top_sel, corpus.scores, out.open("top.query"), bar)
-                    _write_selected(args.response, top_sel, corpus.scores, out.open("top.response"), bar)
-                if args.bottom:
-                    summary["bottom"] = _write_selected(args.query, bottom_sel, corpus.scores,
-                                                        out.open("bottom.query"), bar)
-                    _write_selected(args.response, bottom_sel, corpus.scores, out.open("bottom.response"), bar)
-                summary["seconds"] = round(time.perf_counter() - t0, 3)
-                summary["pairs_per_second"] = round(n / max(summary["seconds"], 1e-9))
-                json.dump(summary, out.open("summary.json"), indent=2)
-        finally:
-            if bar is not None:
-                bar.close()
+        with AtomicFiles(args.out_dir) as out:
+            sides = {"query": [], "response": []}
+            for name, sel, wanted in (("top", top_sel, not args.no_top), ("bottom", bottom_sel, args.bottom)):
+                if wanted:
+                    for side in sides:
+                        sides[side].append((sel, out.temp_path(f"{name}.{side}")))
+            scores_path = out.temp_path("scores.txt")
+            # one process per input file; scores.txt goes with the response side
+            kept_r, kept_q = run_parallel([
+                (_write_side, (args.response, corpus, sides["response"], scores_path)),
+                (_write_side, (args.query, corpus, sides["query"], None)),
+            ], jobs)
+            if kept_q != kept_r:  # pragma: no cover - both sides use the same selectors
+                raise RuntimeError(f"query and response selections differ: {kept_q} vs {kept_r}")
+            names = [name for name, wanted in (("top", not args.no_top), ("bottom", args.bottom)) if wanted]
+            summary.update(zip(names, kept_q))
+            summary["seconds"] = round(time.perf_counter() - t0, 3)
+            summary["pairs_per_second"] = round(n / max(summary["seconds"], 1e-9))
+            json.dump(summary, out.open("summary.json"), indent=2)
     return summary
 
 
@@ -141,8 +214,26 @@ def print_summary(summary: dict, out_dir: str) -> None:
     print("\n".join(lines))
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory instead of unmapping it at once (this process only).
+
+    nd-filter works block by block with numpy temporaries of a few MiB; by default glibc maps
+    each afresh and unmaps it when freed, so every block page-faults its memory in again, which
+    costs a large share of the run time in VMs. Reusing it changes no result.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of free heap
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _keep_freed_memory()
     try:
         summary = run(args)
     except InputError as err:
