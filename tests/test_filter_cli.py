@@ -226,7 +226,7 @@ def reference_scores(queries, responses, key, base):
 
 def reference_cut(scores, ratio):
     n = len(scores)
-    order = sorted(range(n), key=lambda i: (-round(scores[i], 9), i))
+    order = sorted(range(n), key=lambda i: (-round(scores[i], 6), i))  # ranked as scores.txt holds them
     k = min(n, math.ceil(ratio * n - 1e-9))
     return sorted(order[:k]), sorted(order[k:])
 
@@ -289,4 +289,32 @@ def test_fast_path_matches_reference(tmp_path, monkeypatch, key, base, jobs, buc
     assert summary["pairs"] == 2001 and summary["unique"] == n_unique
     assert summary["zero_share"] == sum(x == 0.0 for x in ref) / 2001
     assert summary["median"] == pytest.approx(statistics.median(ref), abs=1e-9)
-    assert summary["cut"] == pytest.approx(sorted(ref, reverse=True)[len(ref_top) - 1], abs=1e-9)
+    # the cut is reported as ranked: the value scores.txt holds (6 decimals)
+    assert summary["cut"] == pytest.approx(sorted(ref, reverse=True)[len(ref_top) - 1], abs=5e-7)
+
+
+def test_cut_ranks_the_values_scores_txt_holds(tmp_path):
+    """Entropies that differ only beyond the 6 decimals of scores.txt tie (broken by line order), so
+    the in-fairseq filter, which reads scores.txt, selects exactly what nd-filter selected."""
+    from nd_fairseq.filtering.source_entropy import select_indices
+
+    # response "a" answered 12/6/5/2 times by four queries, "b" 7/7/4/1 times:
+    # H(a) = 1.7582975702..., H(b) = 1.7582975708... bits, both 1.758298 in scores.txt
+    pairs = []
+    for q, c in zip("pqrs", (12, 6, 5, 2)):
+        pairs += [(f"{q}1", "a")] * c
+    for q, c in zip("pqrs", (7, 7, 4, 1)):
+        pairs += [(f"{q}2", "b")] * c
+    pairs += [(f"u{i}", f"z{i}") for i in range(40)]  # 40 pairs with H = 0
+    (tmp_path / "q").write_text("\n".join(q for q, _ in pairs) + "\n")
+    (tmp_path / "r").write_text("\n".join(r for _, r in pairs) + "\n")
+    assert nd_filter("--query", tmp_path / "q", "--response", tmp_path / "r", "--out-dir", tmp_path / "o",
+                     "--key", "exact", "--ratio", str(20 / 84), "--bottom") == 0
+    scores = np.array([float(x) for x in lines_of(tmp_path / "o" / "scores.txt")])
+    assert scores[0] == scores[25] == 1.758298
+    # a tie at the cut: the first 20 lines in input order ("a"), not the slightly higher "b"
+    assert lines_of(tmp_path / "o" / "top.response") == ["a"] * 20
+    responses = [r for _, r in pairs]
+    for subset, ratio in (("top", 20 / 84), ("bottom", 64 / 84)):
+        chosen = select_indices(scores, subset, ratio)
+        assert [responses[i] for i in chosen] == lines_of(tmp_path / "o" / f"{subset}.response")

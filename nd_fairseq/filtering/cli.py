@@ -57,7 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 WRITE_BLOCK_BYTES = 1 << 22  # bytes of input read at a time when writing the selections
 
 
-def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selector, str]]) -> List[int]:
+# scores.txt holds this many decimals, and the cut ranks exactly those values: the in-fairseq filter
+# (--entropy-subset), which reads scores.txt, then selects the very pairs nd-filter selected.
+SCORE_DECIMALS = 6
+
+
+def ranked_values(corpus: ScoredCorpus) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(per distinct score: the value ranked, i.e. as written; distinct ranked values; their counts)."""
+    ranked = np.round(corpus.values, SCORE_DECIMALS)
+    uniq, inverse = np.unique(ranked, return_inverse=True)
+    counts = np.bincount(inverse, weights=corpus.counts, minlength=uniq.size).astype(np.int64)
+    return ranked, uniq, counts
+
+
+def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selector, str]],
+                    ranked: np.ndarray) -> List[int]:
     """Stream ``path`` and write the lines each selector keeps to its file; returns the counts.
 
     Works on bytes (the input was validated as UTF-8 while it was hashed) and never makes an
@@ -79,7 +93,7 @@ def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Sel
                     raise InputError(f"{path} changed while nd-filter was running (more lines than "
                                      f"scored); run it again on files that are not being written")
                 seen += k
-                scores = corpus.values[codes]
+                scores = ranked[codes]
                 starts = np.empty(k, dtype=np.intp)
                 starts[0] = 0
                 starts[1:] = nl + 1
@@ -121,7 +135,7 @@ def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Sel
 
 def _score_strings(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Each distinct score as its scores.txt line (``repr`` of the value rounded to 6 decimals)."""
-    text = [f"{v!r}\n".encode() for v in np.round(values, 6).tolist()]
+    text = [f"{v!r}\n".encode() for v in np.round(values, SCORE_DECIMALS).tolist()]
     width = max(map(len, text))
     table = np.zeros((len(text), width), dtype=np.uint8)
     for i, t in enumerate(text):
@@ -140,10 +154,10 @@ def _write_scores(corpus: ScoredCorpus, out_path: str, chunk: int = 1 << 20) -> 
 
 
 def _write_side(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selector, str]],
-                scores_path: Optional[str]) -> List[int]:
+                scores_path: Optional[str], ranked: np.ndarray) -> List[int]:
     if scores_path is not None:
         _write_scores(corpus, scores_path)
-    return _write_selected(path, corpus, outputs) if outputs else []
+    return _write_selected(path, corpus, outputs, ranked) if outputs else []
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -163,8 +177,8 @@ def run(args: argparse.Namespace) -> dict:
         n = corpus.n_pairs
         if n == 0:
             raise InputError(f"{args.query} and {args.response} are empty; nd-filter needs at least one pair")
-        top_sel, bottom_sel = selectors_for(corpus.values, corpus.counts, n, args.ratio,
-                                            args.bottom_ratio, args.threshold)
+        ranked, uniq, uniq_counts = ranked_values(corpus)
+        top_sel, bottom_sel = selectors_for(uniq, uniq_counts, n, args.ratio, args.bottom_ratio, args.threshold)
         summary = corpus.summary()
         summary.update({
             "key": args.key, "base": args.base, "entropy": args.entropy,
@@ -182,8 +196,8 @@ def run(args: argparse.Namespace) -> dict:
             scores_path = out.temp_path("scores.txt")
             # one process per input file; scores.txt goes with the response side
             kept_r, kept_q = run_parallel([
-                (_write_side, (args.response, corpus, sides["response"], scores_path)),
-                (_write_side, (args.query, corpus, sides["query"], None)),
+                (_write_side, (args.response, corpus, sides["response"], scores_path, ranked)),
+                (_write_side, (args.query, corpus, sides["query"], None, ranked)),
             ], jobs)
             if kept_q != kept_r:  # pragma: no cover - both sides use the same selectors
                 raise RuntimeError(f"query and response selections differ: {kept_q} vs {kept_r}")
