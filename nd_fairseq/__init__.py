@@ -26,11 +26,12 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from . import distributed_cpu, fairseq_fixes, safe_load
+    from . import distributed_cpu, fairseq_fixes, safe_load, threads
 
     safe_load.install()
     fairseq_fixes.install()
     distributed_cpu.install()
+    threads.configure()
     from . import criterions, models, tasks  # noqa: F401  (registration side effects)
 
     _registered = True
