@@ -72,6 +72,15 @@ class Experiment:
             d.mkdir(parents=True, exist_ok=True)
         self.t0 = time.time()
         self.lock = threading.Lock()
+        # named ND variants: NAME=FLAGS, e.g. nd_l2="--alpha-lambda 2 --nd-attention standardized"
+        self.variants = {}
+        for spec in args.variants:
+            name, _, flags = spec.partition("=")
+            if not name or name in SYSTEM_ORDER:
+                raise SystemExit(f"--variants {spec!r}: give NAME=FLAGS with a new name")
+            self.variants[name] = flags.split()
+            SYSTEM_ORDER.insert(SYSTEM_ORDER.index("nd") + 1, name)
+            LABELS[name] = f"ND ({flags})"
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -134,7 +143,7 @@ class Experiment:
         for seed in a.seeds:
             if "standard" in want or want & {"ul", "nt", "face"}:
                 out.append(Job(f"standard.s{seed}", "standard", seed, "full", ls, a.updates))
-        if want & {"teacher_top", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha"}:
+        if want & ({"teacher_top", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha"} | set(self.variants)):
             out.append(Job(f"teacher_top.s{teacher_seed}", "teacher_top", teacher_seed, "negative", ls,
                            a.teacher_updates))
         if "teacher_bottom" in want:
@@ -150,6 +159,11 @@ class Experiment:
             for seed in (a.seeds if system == "nd" else a.seeds[:1]):
                 out.append(Job(f"{system}.s{seed}", system, seed, "full",
                                nd + extra + ["--teacher-path", teacher_path], a.updates, deps=[teacher]))
+        for system, extra in self.variants.items():
+            if system in want:
+                for seed in a.seeds:
+                    out.append(Job(f"{system}.s{seed}", system, seed, "full",
+                                   nd + extra + ["--teacher-path", teacher_path], a.updates, deps=[teacher]))
         if "nd_fixed_alpha" in want:
             from nd_fairseq.losses import mean_alpha
 
@@ -299,7 +313,7 @@ class Experiment:
     def report(self, results: dict, jobs: List[Job]) -> None:
         from nd_fairseq.evaluation.metrics import DIRECTIONS
 
-        lines = [f"# chitchat-dataset experiments\n",
+        lines = ["# chitchat-dataset experiments\n",
                  f"Settings: {json.dumps(self.settings())}\n"]
         for mode, systems in results["systems"].items():
             if not systems:
@@ -341,7 +355,7 @@ class Experiment:
         print("\n".join(lines))
 
     def settings(self) -> dict:
-        keys = ["seeds", "systems", "updates", "teacher_updates", "finetune_updates", "max_tokens", "lr", "warmup",
+        keys = ["seeds", "systems", "variants", "updates", "teacher_updates", "finetune_updates", "max_tokens", "lr", "warmup",
                 "layers", "dim", "heads", "ffn", "vocab", "key", "max_units", "max_length", "alpha_lambda",
                 "alpha_gamma", "nd_extra", "jobs", "threads"]
         return {k: getattr(self.a, k) for k in keys}
@@ -409,7 +423,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/chitchat")
     p.add_argument("--systems", nargs="+", default=["standard", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid",
-                                                   "teacher_top", "teacher_bottom"], choices=SYSTEM_ORDER)
+                                                   "teacher_top", "teacher_bottom"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
@@ -432,11 +446,18 @@ def main(argv=None) -> int:
     p.add_argument("--alpha-lambda", default="4")
     p.add_argument("--alpha-gamma", type=int, default=None, help="default: half of --updates")
     p.add_argument("--nd-extra", nargs="*", default=[], help="more flags for every ND run, e.g. --nd-attention probs")
+    p.add_argument("--variants", nargs="*", default=[],
+                   help="named ND variants run like nd (all seeds): NAME=FLAGS, e.g. "
+                        "'nd_l2=--alpha-lambda 2'; add NAME to --systems")
     p.add_argument("--validations", type=int, default=8, help="validations (and checkpoints) per run")
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--report-every", type=float, default=120.0, help="seconds between progress lines")
     p.add_argument("--evaluate-only", action="store_true")
     args = p.parse_args(argv)
+    names = set(SYSTEM_ORDER) | {v.partition("=")[0] for v in args.variants}
+    unknown = [s for s in args.systems if s not in names]
+    if unknown:
+        p.error(f"unknown systems {unknown}; choose from {sorted(names)} (or define them with --variants)")
     for k in ("max_units", "max_length", "valid_pairs", "test_pairs", "vocab", "layers", "dim", "heads", "ffn",
               "max_tokens", "warmup"):
         setattr(args, k, str(getattr(args, k)))
