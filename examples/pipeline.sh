@@ -23,8 +23,8 @@ usage: examples/pipeline.sh [--format F --input PATH ...] [--work DIR] [--scale 
   --work DIR          everything goes under DIR                              [work/chitchat]
   --scale cpu|paper   cpu: transformer_nd_dialog_small (2+2 layers, 128) on a capped corpus;
                       paper: transformer_nd_dialog (6+6, 512, 8 heads), full corpus      [cpu]
-  --updates N         updates for Standard and for the ND student        [cpu: 800, paper: 50000]
-  --teacher-updates N updates for the negative teacher                  [cpu: 500, paper: --updates]
+  --updates N         updates for Standard and for the ND student        [cpu: 600, paper: 50000]
+  --teacher-updates N updates for the negative teacher                  [cpu: 400, paper: --updates]
   --max-tokens N      tokens per batch                                    [cpu: 4096, paper: 8192]
   --batch-size N      sentences per batch instead (the paper: 256)
   --lr LR --warmup N  peak learning rate and inverse-sqrt warm-up     [cpu: 1e-3/200, paper: 5e-4/4000]
@@ -87,8 +87,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$SCALE" in
-  cpu)   ARCH=transformer_nd_dialog_small; : "${UPDATES:=800}"; : "${MAX_TOKENS:=4096}"
-         : "${TEACHER_UPDATES:=500}"
+  cpu)   ARCH=transformer_nd_dialog_small; : "${UPDATES:=600}"; : "${MAX_TOKENS:=4096}"
+         : "${TEACHER_UPDATES:=400}"
          PREP=(--max-units 2500 --max-length 32 --truncate --max-test-pairs 1000 --max-valid-pairs 1000)
          VOCAB=4000; : "${LR:=1e-3}"; : "${WARMUP:=200}" ;;
   paper) ARCH=transformer_nd_dialog; : "${UPDATES:=50000}"; : "${MAX_TOKENS:=8192}"
