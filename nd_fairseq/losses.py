@@ -196,6 +196,13 @@ def standardize_rows(scores: Tensor, mask: Tensor, eps: float = 1e-6) -> Tuple[T
     return centered / std, mask & (n >= 2)
 
 
+def normalize_features(states: Tensor, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation without affine parameters over the last dimension (a variant for L_hid):
+    the raw output of a post-LN layer is ``LN(x) * g + b``, which the student can push away from the
+    teacher's by growing ``g`` alone."""
+    return F.layer_norm(states.float(), states.shape[-1:], eps=eps)
+
+
 def label_smoothed_nll(lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: Optional[int] = None):
     """fairseq's label-smoothed NLL (sums), re-exported so all losses are importable from here."""
     from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss

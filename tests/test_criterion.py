@@ -232,16 +232,19 @@ def test_external_negatives_misaligned_file_is_refused(data_bin, teacher_checkpo
         task.external_negatives()
 
 
-@pytest.mark.parametrize("variant", ["probs", "standardized"])
-def test_attention_feature_variants(data_bin, teacher_checkpoint, batch, variant):
+@pytest.mark.parametrize("flags, term", [
+    (["--no-pred-loss", "--no-hid-loss", "--nd-attention", "probs"], "att"),
+    (["--no-pred-loss", "--no-hid-loss", "--nd-attention", "standardized"], "att"),
+    (["--no-pred-loss", "--no-att-loss", "--nd-hidden", "normalized"], "hid"),
+])
+def test_feature_variants(data_bin, teacher_checkpoint, batch, flags, term):
     torch.manual_seed(0)
-    _, _, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--no-pred-loss", "--no-hid-loss", "--nd-attention", variant))
+    _, _, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint, *flags))
     model.train()
     criterion.set_alpha(1.0)
     loss, sample_size, log = criterion(model, batch)
-    att = float(log["att"]) / sample_size
-    assert 0.0 < att <= 2.0  # a sum over 2 layers of similarities in (0, 1]
+    value = float(log[term]) / sample_size
+    assert 0.0 < value <= 2.0  # a sum over 2 layers of similarities in (0, 1]
     loss.backward()
     grads = [p.grad for p in model.decoder.layers[0].self_attn.q_proj.parameters()]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

@@ -226,3 +226,14 @@ def test_standardize_rows_by_hand():
     # scale and shift do not matter
     z2, _ = standardize_rows(scores * 7 + 3, mask)
     assert torch.allclose(z2[rows], z[rows], atol=1e-5)
+
+
+def test_normalize_features_by_hand():
+    from nd_fairseq.losses import normalize_features
+
+    x = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 10.0]])
+    s = math.sqrt(2 / 3)
+    out = normalize_features(x)
+    assert torch.allclose(out[0], torch.tensor([-1 / s, 0.0, 1 / s]), atol=1e-4)
+    assert torch.allclose(out[1], torch.zeros(3), atol=1e-4)
+    assert torch.allclose(normalize_features(x * 5 + 2), out, atol=1e-4)  # scale- and shift-free

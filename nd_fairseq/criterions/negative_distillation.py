@@ -37,7 +37,14 @@ from torch import Tensor
 from .common import log_accuracy
 from ..decoding import forward_on
 from ..io_utils import InputError
-from ..losses import hard_unlikelihood, mrse, soft_unlikelihood, standardize_rows, temperature_log_softmax
+from ..losses import (
+    hard_unlikelihood,
+    mrse,
+    normalize_features,
+    soft_unlikelihood,
+    standardize_rows,
+    temperature_log_softmax,
+)
 from ..models.capture import attention_scores_for
 from ..teacher import FrozenTeacher, check_architecture
 
@@ -45,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 NEGATIVE_TARGETS = ChoiceEnum(["soft", "hard", "random"])
 ATTENTION_FEATURES = ChoiceEnum(["scores", "probs", "standardized"])
+HIDDEN_FEATURES = ChoiceEnum(["raw", "normalized"])
 COMPONENTS = ("mle", "pred", "hid", "att")
 
 
@@ -71,6 +79,11 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
                                             "(the paper, Eq. 10); probs = post-softmax weights; standardized = "
                                             "the scores standardised per query over its allowed keys (scale-free "
                                             "variant: raw scores can be pushed apart by scaling alone)"})
+    nd_hidden: HIDDEN_FEATURES = field(
+        default="raw", metadata={"help": "hidden-state features for L_hid: raw = each decoder layer's output "
+                                         "(the paper, Eq. 9); normalized = that output layer-normalised without "
+                                         "affine parameters (scale-free variant: raw outputs can be pushed apart "
+                                         "by growing the layer-norm gains alone)"})
     external_negatives_weight: float = field(
         default=0.0, metadata={"help": "weight of token unlikelihood on externally supplied negative "
                                        "responses of each query (e.g. PNEG's; the task's --external-negatives): "
@@ -99,7 +112,8 @@ def self_attention_mask(position_mask: Tensor) -> Tensor:
 class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  teacher_path=None, nd_temperature=1.0, no_pred_loss=False, no_hid_loss=False,
-                 no_att_loss=False, negative_target="soft", nd_attention="scores", external_negatives_weight=0.0,
+                 no_att_loss=False, negative_target="soft", nd_attention="scores", nd_hidden="raw",
+                 external_negatives_weight=0.0,
                  nd_compile=False, seed=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not hasattr(task, "alpha_at"):
@@ -113,6 +127,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         self.use_att = not no_att_loss
         self.negative_target = str(negative_target)
         self.attention_features = str(nd_attention)
+        self.hidden_features = str(nd_hidden)
         self.seed = seed
         self.compiled = bool(nd_compile)
         if external_negatives_weight < 0:
@@ -264,6 +279,8 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             # inner_states: [embedding output, layer 1, ..., layer L], each T x B x C
             s_states = torch.stack(net_output[1]["inner_states"][1:])
             t_states = torch.stack(teacher_output[1]["inner_states"][1:])
+            if self.hidden_features == "normalized":
+                s_states, t_states = normalize_features(s_states), normalize_features(t_states)
             mask = positions.t()[None, :, :, None]
             terms["hid"] = mrse(s_states, t_states, mask, keep_leading=True).sum()
 
