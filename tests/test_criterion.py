@@ -75,6 +75,24 @@ def test_ablation_flags_select_logged_components(data_bin, teacher_checkpoint, b
         assert "mle" not in log
 
 
+def test_pred_weight_scales_only_the_prediction_term(data_bin, teacher_checkpoint, batch):
+    torch.manual_seed(0)
+    _, _, model, criterion = build_training(student_argv(data_bin, teacher_checkpoint, "--nd-pred-weight", "20"))
+    model.train()
+    alpha = 0.25
+    criterion.set_alpha(alpha)
+    loss, sample_size, log = criterion(model, batch)
+    mle, pred, hid, att = (float(log[k]) / sample_size for k in ("mle", "pred", "hid", "att"))
+    # Eq. 13 with L_pred weighted: (1 - α) L_mle + α (20 L_pred + L_hid + L_att); components logged unweighted
+    assert float(loss) / sample_size == pytest.approx((1 - alpha) * mle + alpha * (20 * pred + hid + att), rel=1e-5)
+    assert float(loss) / sample_size > (1 - alpha) * mle + alpha * (pred + hid + att) + alpha * 18 * pred
+
+
+def test_negative_pred_weight_is_refused(data_bin, teacher_checkpoint):
+    with pytest.raises(InputError, match="--nd-pred-weight"):
+        build_training(student_argv(data_bin, teacher_checkpoint, "--nd-pred-weight", "-1"))
+
+
 def test_validation_reports_label_smoothed_mle(data_bin, teacher_checkpoint, batch):
     from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 
@@ -136,6 +154,35 @@ def test_soft_target_against_hand_assembled_soft_unlikelihood(data_bin, teacher_
         by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
     model.train()
     # dropout is 0, so train mode computes the same forward
+    criterion.set_alpha(1.0)
+    with torch.no_grad():
+        _, sample_size, log = criterion(model, batch)
+    assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
+
+
+@pytest.mark.parametrize("target", ["soft", "hard"])
+def test_skip_eos_removes_end_of_sentence_from_the_negative_targets(data_bin, teacher_checkpoint, batch, target):
+    _, task, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--nd-pred-skip-eos",
+        "--negative-target", target))
+    eos = task.target_dictionary.eos()
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch["net_input"])[0]
+        teacher_logits = criterion.teacher.model(**batch["net_input"])[0]
+        mask = batch["target"].ne(task.target_dictionary.pad())
+        p_s = torch.softmax(logits.double(), -1)
+        if target == "soft":
+            p_n = torch.softmax(teacher_logits.double(), -1)
+            p_n[..., eos] = 0.0  # </s> is not a negative token
+            by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
+        else:
+            greedy = teacher_logits.argmax(-1)
+            keep = mask & greedy.ne(eos)
+            assert (mask & greedy.eq(eos)).any()  # the case the flag is about occurs in this batch
+            p_c = p_s.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+            by_hand = -torch.log(1 - p_c)[keep].sum() / mask.sum()
+    model.train()
     criterion.set_alpha(1.0)
     with torch.no_grad():
         _, sample_size, log = criterion(model, batch)

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
-SYSTEM_ORDER = ["standard", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha",
+SYSTEM_ORDER = ["standard", "standard_ft", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha",
                 "teacher_top", "teacher_bottom", "ul", "nt", "face"]
-LABELS = {"standard": "Standard", "nd": "ND", "nd_no_pred": "ND w/o L_pred", "nd_no_att": "ND w/o L_att",
+LABELS = {"standard": "Standard", "standard_ft": "Standard + MLE fine-tune", "nd": "ND", "nd_no_pred": "ND w/o L_pred", "nd_no_att": "ND w/o L_att",
           "nd_no_hid": "ND w/o L_hid", "nd_fixed_alpha": "ND (fixed α)", "teacher_top": "teacher N_t (top)",
           "teacher_bottom": "teacher N_b (bottom)", "ul": "UL", "nt": "NT", "face": "FACE"}
 METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4", "length", "unique", "top_share"]
@@ -135,15 +135,29 @@ class Experiment:
         ls = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
         gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
         nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--alpha-lambda", a.alpha_lambda,
-              "--alpha-gamma", gamma, *a.nd_extra]
+              "--alpha-gamma", gamma, *(flag for group in a.nd_extra for flag in group.split())]
         first = a.seeds[0]
         out: List[Job] = []
         want = set(a.systems)
         teacher_seed = first
+        nd_systems = {"nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha"} | set(self.variants)
+        from_standard = a.nd_init == "standard"
         for seed in a.seeds:
-            if "standard" in want or want & {"ul", "nt", "face"}:
+            if "standard" in want or want & {"ul", "nt", "face", "standard_ft"} or (from_standard and want & nd_systems):
                 out.append(Job(f"standard.s{seed}", "standard", seed, "full", ls, a.updates))
-        if want & ({"teacher_top", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha"} | set(self.variants)):
+            if "standard_ft" in want:
+                # the compute-matched control of every fine-tuned system: the same extra updates, MLE only
+                out.append(Job(f"standard_ft.s{seed}", "standard_ft", seed, "full", ls, a.finetune_updates,
+                               deps=[f"standard.s{seed}"], finetune_from=f"standard.s{seed}"))
+
+        def nd_job(system: str, seed: int, args: List[str]) -> Job:
+            if from_standard:
+                # ND as a second phase of the Standard run (the progressive schedule's first half is
+                # MLE anyway, α(s) < 0.05 for s < γ/2); compare with standard_ft, same updates
+                return Job(f"{system}.s{seed}", system, seed, "full", args, a.finetune_updates,
+                           deps=[teacher, f"standard.s{seed}"], finetune_from=f"standard.s{seed}")
+            return Job(f"{system}.s{seed}", system, seed, "full", args, a.updates, deps=[teacher])
+        if want & (nd_systems | {"teacher_top"}):
             out.append(Job(f"teacher_top.s{teacher_seed}", "teacher_top", teacher_seed, "negative", ls,
                            a.teacher_updates))
         if "teacher_bottom" in want:
@@ -157,20 +171,17 @@ class Experiment:
             if system not in want:
                 continue
             for seed in (a.seeds if system == "nd" else a.seeds[:1]):
-                out.append(Job(f"{system}.s{seed}", system, seed, "full",
-                               nd + extra + ["--teacher-path", teacher_path], a.updates, deps=[teacher]))
+                out.append(nd_job(system, seed, nd + extra + ["--teacher-path", teacher_path]))
         for system, extra in self.variants.items():
             if system in want:
                 for seed in a.seeds:
-                    out.append(Job(f"{system}.s{seed}", system, seed, "full",
-                                   nd + extra + ["--teacher-path", teacher_path], a.updates, deps=[teacher]))
+                    out.append(nd_job(system, seed, nd + extra + ["--teacher-path", teacher_path]))
         if "nd_fixed_alpha" in want:
             from nd_fairseq.losses import mean_alpha
 
             fixed = mean_alpha(a.updates, float(a.alpha_lambda), float(gamma))
-            out.append(Job(f"nd_fixed_alpha.s{first}", "nd_fixed_alpha", first, "full",
-                           nd + ["--teacher-path", teacher_path, "--fixed-alpha", f"{fixed:.6f}"], a.updates,
-                           deps=[teacher]))
+            out.append(nd_job("nd_fixed_alpha", first,
+                              nd + ["--teacher-path", teacher_path, "--fixed-alpha", f"{fixed:.6f}"]))
         baselines = {"ul": ["--criterion", "unlikelihood_dialog"], "nt": ["--criterion", "negative_training"],
                      "face": ["--criterion", "face"]}
         for system, crit in baselines.items():
@@ -186,23 +197,34 @@ class Experiment:
         save = self.ckpt / job.name
         if (save / ".done").exists():
             return
-        if save.exists():
+        # an interrupted run resumes from its checkpoint_last.pt (fairseq restores the update count,
+        # so the α schedule continues exactly); anything else half written is started afresh
+        if save.exists() and not (save / "checkpoint_last.pt").exists():
             shutil.rmtree(save)
         a = self.a
-        interval = max(1, job.updates // a.validations)
+        interval = max(1, job.updates // (2 if job.finetune_from else a.validations))
+        if job.finetune_from:
+            # fine-tuning continues at a constant rate near where Standard's inverse-sqrt schedule ended
+            schedule = ["--lr", a.finetune_lr, "--lr-scheduler", "fixed",
+                        "--finetune-from-model", self.ckpt / job.finetune_from / "checkpoint_best.pt"]
+        else:
+            schedule = ["--lr", a.lr, "--lr-scheduler", "inverse_sqrt", "--warmup-updates", a.warmup]
         cmd = [tool("fairseq-train"), self.data / job.data, "--user-dir", REPO / "nd_fairseq",
                "--task", "negative_distillation", *self.model_args(), *job.args,
-               "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", a.lr, "--lr-scheduler",
-               "inverse_sqrt", "--warmup-updates", a.warmup, "--clip-norm", "1.0", "--max-tokens", a.max_tokens,
+               "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", *schedule, "--clip-norm", "1.0",
+               "--max-tokens", a.max_tokens,
                "--max-update", job.updates, "--max-epoch", "1000", "--seed", job.seed, "--save-dir", save,
                "--validate-interval-updates", interval, "--save-interval-updates", interval,
                "--keep-interval-updates", "1", "--no-epoch-checkpoints", "--log-format", "json",
                "--log-interval", a.log_interval, "--no-progress-bar", "--num-workers", "0"]
-        if job.finetune_from:
-            cmd += ["--finetune-from-model", self.ckpt / job.finetune_from / "checkpoint_best.pt",
-                    "--warmup-updates", "1"]
         self.run(cmd, self.logs / f"{job.name}.train.log")
         (save / ".done").touch()
+
+    def checkpoint(self, job: Job) -> Path:
+        """From-scratch runs: the lowest validation loss (the paper's selection). Fine-tuning runs: the
+        last update, as UL and NT prescribe a fixed number of fine-tuning updates; selecting by
+        validation MLE would pick whichever checkpoint moved least from the Standard model."""
+        return self.ckpt / job.name / ("checkpoint_last.pt" if job.finetune_from else "checkpoint_best.pt")
 
     def decode(self, job: Job) -> None:
         for mode, flags in (("greedy", ["--beam", "1"]), ("beam5", ["--beam", "5", "--lenpen", "1.0"])):
@@ -212,7 +234,7 @@ class Experiment:
             tmp = out.with_suffix(".tmp")
             with open(tmp, "w") as f:
                 proc = subprocess.run([tool("fairseq-generate"), self.data / "full", "--user-dir", REPO / "nd_fairseq",
-                                       "--path", self.ckpt / job.name / "checkpoint_best.pt", "--gen-subset", "test",
+                                       "--path", self.checkpoint(job), "--gen-subset", "test",
                                        *flags, "--batch-size", "200", "--max-len-b", "40", "--remove-bpe",
                                        "sentencepiece"], stdout=f, stderr=subprocess.DEVNULL, env=self.env(), cwd=REPO)
             if proc.returncode != 0:
@@ -355,7 +377,7 @@ class Experiment:
         print("\n".join(lines))
 
     def settings(self) -> dict:
-        keys = ["seeds", "systems", "variants", "updates", "teacher_updates", "finetune_updates", "max_tokens", "lr", "warmup",
+        keys = ["seeds", "systems", "variants", "updates", "teacher_updates", "finetune_updates", "finetune_lr", "nd_init", "max_tokens", "lr", "warmup",
                 "layers", "dim", "heads", "ffn", "vocab", "key", "max_units", "max_length", "alpha_lambda",
                 "alpha_gamma", "nd_extra", "jobs", "threads"]
         return {k: getattr(self.a, k) for k in keys}
@@ -377,7 +399,7 @@ class Experiment:
                 ax.plot(x, [r["alpha"] for r in recs])
                 ax.set_xlabel("update")
                 ax.set_ylabel("α")
-                ax.set_title("progressive α (Eq. 15)")
+                ax.set_title("α over updates (Eq. 15, or --fixed-alpha)")
                 fig.tight_layout()
                 fig.savefig(plots / "alpha.png", dpi=110)
                 plt.close(fig)
@@ -409,17 +431,21 @@ class Experiment:
 
 
 def read_log(path: Path, tag: str) -> List[dict]:
-    out = []
+    """The JSON records of one kind in a fairseq log, one per update number: a resumed run logs
+    again the updates after its last checkpoint, and the later record is the one that counts."""
+    by_update: Dict[float, dict] = {}
     if not path.exists():
-        return out
+        return []
     for line in open(path, errors="replace"):
         if f"| {tag} |" in line and "{" in line:
             rec = json.loads(line[line.index("{"):])
-            out.append({k: (float(v) if isinstance(v, str) and k != "epoch" else v) for k, v in rec.items()})
+            rec = {k: (float(v) if isinstance(v, str) and k != "epoch" else v) for k, v in rec.items()}
+            by_update[rec.get("num_updates", len(by_update))] = rec
+    out = [by_update[k] for k in sorted(by_update)]
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/chitchat")
     p.add_argument("--systems", nargs="+", default=["standard", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid",
@@ -429,7 +455,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--updates", type=int, default=4000, help="updates of Standard and ND students")
     p.add_argument("--teacher-updates", type=int, default=3000)
-    p.add_argument("--finetune-updates", type=int, default=1000, help="updates of UL/NT/FACE from Standard")
+    p.add_argument("--finetune-updates", type=int, default=1000,
+                   help="updates of UL/NT/FACE (and ND with --nd-init standard) from Standard")
+    p.add_argument("--finetune-lr", default="4e-4", help="constant learning rate of fine-tuning runs")
+    p.add_argument("--nd-init", choices=["scratch", "standard"], default="scratch",
+                   help="ND students from scratch with the progressive schedule (the paper), or fine-tuned "
+                        "from the same seed's Standard checkpoint for --finetune-updates")
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--lr", default="1e-3")
     p.add_argument("--warmup", type=int, default=400)
@@ -445,7 +476,7 @@ def main(argv=None) -> int:
     p.add_argument("--test-pairs", type=int, default=2000)
     p.add_argument("--alpha-lambda", default="4")
     p.add_argument("--alpha-gamma", type=int, default=None, help="default: half of --updates")
-    p.add_argument("--nd-extra", nargs="*", default=[], help="more flags for every ND run, e.g. --nd-attention probs")
+    p.add_argument("--nd-extra", nargs="*", default=[], help='more flags for every ND run, e.g. --nd-extra="--nd-attention probs"')
     p.add_argument("--variants", nargs="*", default=[],
                    help="named ND variants run like nd (all seeds): NAME=FLAGS, e.g. "
                         "'nd_l2=--alpha-lambda 2'; add NAME to --systems")
@@ -461,6 +492,11 @@ def main(argv=None) -> int:
     for k in ("max_units", "max_length", "valid_pairs", "test_pairs", "vocab", "layers", "dim", "heads", "ffn",
               "max_tokens", "warmup"):
         setattr(args, k, str(getattr(args, k)))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     exp = Experiment(args)
     jobs = exp.jobs()
     if not args.evaluate_only:

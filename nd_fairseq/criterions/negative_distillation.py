@@ -67,8 +67,17 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
         default=1.0, metadata={"help": "temperature t of the soft unlikelihood (Eq. 7), applied to "
                                        "teacher and student"})
     no_pred_loss: bool = field(default=False, metadata={"help": "drop L_pred (Table 5 ablation)"})
+    nd_pred_weight: float = field(
+        default=1.0, metadata={"help": "weight of L_pred inside the α-weighted sum of Eq. 13 (the paper: 1). "
+                                       "Per token, L_pred is ~100x smaller than L_mle on a trained model, so at "
+                                       "weight 1 it hardly moves the output layer; see RESULTS.md"})
     no_hid_loss: bool = field(default=False, metadata={"help": "drop L_hid (Table 5 ablation)"})
     no_att_loss: bool = field(default=False, metadata={"help": "drop L_att (Table 5 ablation)"})
+    nd_pred_skip_eos: bool = field(
+        default=False, metadata={"help": "do not treat end-of-sentence as a negative token in L_pred: the "
+                                         "teacher, trained on short generic replies, puts much of its mass on "
+                                         "</s>, and pushing the student off it lengthens replies into "
+                                         "repetition loops instead of changing their content; see RESULTS.md"})
     negative_target: NEGATIVE_TARGETS = field(
         default="soft", metadata={"help": "prediction-layer target (Table 9): soft = the teacher's "
                                           "distributions; hard = one-hot of the teacher's greedy token at "
@@ -112,7 +121,8 @@ def self_attention_mask(position_mask: Tensor) -> Tensor:
 class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  teacher_path=None, nd_temperature=1.0, no_pred_loss=False, no_hid_loss=False,
-                 no_att_loss=False, negative_target="soft", nd_attention="scores", nd_hidden="raw",
+                 no_att_loss=False, nd_pred_weight=1.0, nd_pred_skip_eos=False,
+                 negative_target="soft", nd_attention="scores", nd_hidden="raw",
                  external_negatives_weight=0.0,
                  nd_compile=False, seed=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
@@ -123,6 +133,11 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             raise InputError(f"--nd-temperature {nd_temperature} must be > 0")
         self.temperature = float(nd_temperature)
         self.use_pred = not no_pred_loss
+        if nd_pred_weight < 0:
+            raise InputError(f"--nd-pred-weight must be >= 0, got {nd_pred_weight}")
+        self.pred_weight = float(nd_pred_weight)
+        self.pred_skip_eos = bool(nd_pred_skip_eos)
+        self.eos_idx = task.target_dictionary.eos()
         self.use_hid = not no_hid_loss
         self.use_att = not no_att_loss
         self.negative_target = str(negative_target)
@@ -209,7 +224,8 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         terms = self.distillation_terms(net_output, lprobs, target, teacher_output, teacher_targets,
                                         student_scores, teacher_scores, sample)
         mle = mle_sum / ntokens
-        negative = sum(terms.values(), mle.new_zeros(()))
+        # components are logged unweighted; only L_pred carries a weight in the sum
+        negative = sum((self.pred_weight * v if k == "pred" else v for k, v in terms.items()), mle.new_zeros(()))
         total = (1.0 - self.alpha) * mle + self.alpha * negative
         loss = total * sample_size
 
@@ -246,6 +262,8 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         mask = self._target_mask(sample["target"])
         logits = teacher_logits.float()
         probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
+        if self.pred_skip_eos:
+            probs[..., self.eos_idx] = 0.0
         return probs.masked_fill_(~mask.unsqueeze(-1), 0.0)  # padding contributes nothing
 
     def distillation_terms(self, net_output, lprobs: Tensor, target: Tensor, teacher_output,
@@ -270,9 +288,12 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             if self.negative_target == "soft":
                 terms["pred"] = soft_unlikelihood(student_lp, teacher_targets, compiled=self.compiled) / ntokens
             elif self.negative_target == "hard":
-                terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, target_mask) / ntokens
+                keep = target_mask & teacher_targets.ne(self.eos_idx) if self.pred_skip_eos else target_mask
+                terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, keep) / ntokens
             else:
                 negative, has = self._random_negatives(target)
+                if self.pred_skip_eos:
+                    has = has & negative.ne(self.eos_idx)
                 terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask) / ntokens
 
         if self.use_hid:

@@ -1,0 +1,67 @@
+"""The experiment runner's job graph and log reading (no training: the runs themselves are the
+CLI tests' business)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).resolve().parents[1] / "examples" / "chitchat" / "experiment.py"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("nd_experiment_runner", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def jobs_of(runner, tmp_path, *argv):
+    args = runner.parse_args(["--out", str(tmp_path), "--updates", "1000", "--finetune-updates", "300", *argv])
+    return {job.name: job for job in runner.Experiment(args).jobs()}, runner.Experiment(args)
+
+
+def test_nd_from_scratch_is_the_default(runner, tmp_path):
+    jobs, exp = jobs_of(runner, tmp_path, "--systems", "standard", "nd", "--seeds", "1", "2")
+    nd = jobs["nd.s2"]
+    assert nd.updates == 1000 and nd.finetune_from is None and nd.deps == ["teacher_top.s1"]
+    args = [str(a) for a in nd.args]
+    assert args[args.index("--alpha-gamma") + 1] == "500"  # γ = half the run
+    assert exp.checkpoint(nd).name == "checkpoint_best.pt"
+
+
+def test_nd_init_standard_fine_tunes_each_seed_from_its_standard_run(runner, tmp_path):
+    jobs, exp = jobs_of(runner, tmp_path, "--systems", "nd", "nd_no_att", "standard_ft", "--seeds", "1", "2",
+                        "--nd-init", "standard", "--nd-extra=--fixed-alpha 0.5 --nd-pred-weight 10")
+    assert {"standard.s1", "standard.s2", "teacher_top.s1", "standard_ft.s1", "standard_ft.s2"} <= set(jobs)
+    for seed in (1, 2):
+        nd = jobs[f"nd.s{seed}"]
+        assert nd.finetune_from == f"standard.s{seed}" and nd.updates == 300
+        assert set(nd.deps) == {"teacher_top.s1", f"standard.s{seed}"}
+        args = [str(a) for a in nd.args]
+        # --nd-extra is split into separate flags
+        assert args[args.index("--fixed-alpha") + 1] == "0.5" and args[args.index("--nd-pred-weight") + 1] == "10"
+        control = jobs[f"standard_ft.s{seed}"]
+        assert control.finetune_from == f"standard.s{seed}" and control.updates == 300
+        assert "negative_distillation" not in [str(a) for a in control.args]
+        # fine-tunes are decoded at their last update, from-scratch runs at the best validation loss
+        assert exp.checkpoint(nd).name == "checkpoint_last.pt"
+    assert exp.checkpoint(jobs["standard.s1"]).name == "checkpoint_best.pt"
+    assert "--no-att-loss" in [str(a) for a in jobs["nd_no_att.s1"].args] and "nd_no_att.s2" not in jobs
+
+
+def test_unknown_system_is_refused(runner, tmp_path):
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--out", str(tmp_path), "--systems", "nd_typo"])
+
+
+def test_read_log_keeps_the_resumed_record_of_each_update(runner, tmp_path):
+    log = tmp_path / "train.log"
+    rec = '2026-01-01 00:00:00 | INFO | train_inner | {{"num_updates": "{u}", "loss": "{l}", "epoch": 1}}\n'
+    log.write_text(rec.format(u=50, l=9.0) + rec.format(u=100, l=8.0) + "killed; resumed from update 50\n"
+                   + rec.format(u=100, l=7.5) + rec.format(u=150, l=7.0)
+                   + "| valid | {\"num_updates\": \"100\", \"loss\": \"1\"}\n")
+    recs = runner.read_log(log, "train_inner")
+    assert [(r["num_updates"], r["loss"]) for r in recs] == [(50.0, 9.0), (100.0, 7.5), (150.0, 7.0)]
+    assert runner.read_log(tmp_path / "missing.log", "train_inner") == []
