@@ -112,7 +112,9 @@ def test_kill_mid_run_then_resume_without_duplicates(tmp_path):
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     prefix = write_targets(tmp_path, 30)
     out = tmp_path / "negs.jsonl"
-    with CompletionsServer(delay=0.1) as server:
+    # 0.5 s per reply: the whole run takes 15 s, so a test process starved for a few seconds on a
+    # loaded machine still interrupts it mid-way (at 0.1 s, a run once finished before the signal)
+    with CompletionsServer(delay=0.5) as server:
         proc = subprocess.Popen(generate_cmd(prefix, out, server.url, "--concurrency", "1", "--quiet"),
                                 cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
