@@ -417,13 +417,15 @@ class Experiment:
         systems = results["systems"].get("greedy", {})
         if systems:
             names = list(systems)
-            fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+            fig, axes = plt.subplots(1, 4, figsize=(15, 4.8))
+            # a variant's label holds its flags: too long for a tick, its name is shown instead
+            ticks = [LABELS[s] if len(LABELS[s]) <= 26 else s for s in names]
             for ax, m in zip(axes, ("dist-2", "lf", "bleu-4", "kl-2")):
                 vals = [systems[s].get(m, 0) or 0 for s in names]
                 errs = [systems[s].get(m + "_sd") or 0 for s in names]
                 ax.bar(range(len(names)), vals, yerr=errs, color="tab:blue")
                 ax.set_xticks(range(len(names)))
-                ax.set_xticklabels([LABELS[s] for s in names], rotation=60, ha="right", fontsize=7)
+                ax.set_xticklabels(ticks, rotation=60, ha="right", fontsize=7)
                 ax.set_title(f"{m} (greedy)")
             fig.tight_layout()
             fig.savefig(plots / "metrics.png", dpi=110)
