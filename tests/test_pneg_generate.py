@@ -112,11 +112,14 @@ def test_kill_mid_run_then_resume_without_duplicates(tmp_path):
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     prefix = write_targets(tmp_path, 30)
     out = tmp_path / "negs.jsonl"
-    # 0.5 s per reply: the whole run takes 15 s, so a test process starved for a few seconds on a
-    # loaded machine still interrupts it mid-way (at 0.1 s, a run once finished before the signal)
+    # 0.5 s per reply: the whole run takes 15 s, so a test process starved on a loaded machine still
+    # interrupts it mid-way
     with CompletionsServer(delay=0.5) as server:
+        # a test suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt: give the child the default disposition, as a terminal would
         proc = subprocess.Popen(generate_cmd(prefix, out, server.url, "--concurrency", "1", "--quiet"),
-                                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 1 + 3):
             time.sleep(0.02)
