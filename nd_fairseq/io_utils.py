@@ -108,16 +108,6 @@ def iter_line_buffers(path: str, block_bytes: int = 1 << 23, validate: bool = Tr
                 return
 
 
-def iter_byte_blocks(path: str, block_bytes: int = 1 << 23, validate: bool = True) -> Iterator[bytes]:
-    """Yield a file as blocks of whole lines, bytes joined by ``\n`` (no newline after the last).
-
-    The byte-level twin of :func:`iter_line_blocks`: ``block.split(b"\n")`` are exactly the
-    lines it yields, encoded (see :func:`iter_line_buffers`).
-    """
-    for data, size in iter_line_buffers(path, block_bytes, validate):
-        yield data if size == len(data) else data[:size]
-
-
 def _validate(block, path: str, offset: int) -> None:
     """Raise :class:`InputError` (file and line) unless ``block`` (bytes-like) is UTF-8.
 
@@ -241,13 +231,17 @@ def check_aligned(paths: Sequence[str]) -> int:
 # Parallel work ----------------------------------------------------------------------------------
 
 
-def default_jobs() -> int:
-    """Processes a tool may use by default: the cores this process may run on, at most 2."""
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores))
+        return os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    """Processes a tool may use by default: the usable cores, at most 2."""
+    return max(1, min(2, usable_cores()))
 
 
 def _child_main(conn, fn: Callable, args: tuple) -> None:

@@ -16,6 +16,8 @@ import os
 import time
 from typing import Optional
 
+from .io_utils import usable_cores
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,10 +74,7 @@ def configure() -> Optional[int]:
     default = torch.get_num_threads()
     if default <= 1:
         return None
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
+    available = usable_cores()
     n = choose_threads(default, available, busy_cores())
     if n != default:
         torch.set_num_threads(n)

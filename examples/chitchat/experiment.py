@@ -36,8 +36,8 @@ BIN = Path(sys.executable).parent
 
 SYSTEM_ORDER = ["standard", "standard_ft", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha",
                 "teacher_top", "teacher_bottom", "ul", "nt", "face"]
-LABELS = {"standard": "Standard", "standard_ft": "Standard + MLE fine-tune", "nd": "ND", "nd_no_pred": "ND w/o L_pred", "nd_no_att": "ND w/o L_att",
-          "nd_no_hid": "ND w/o L_hid", "nd_fixed_alpha": "ND (fixed α)", "teacher_top": "teacher N_t (top)",
+LABELS = {"standard": "Standard", "standard_ft": "Standard + MLE fine-tune", "nd": "ND",
+          "nd_no_pred": "ND w/o L_pred", "nd_no_att": "ND w/o L_att", "nd_no_hid": "ND w/o L_hid", "nd_fixed_alpha": "ND (fixed α)", "teacher_top": "teacher N_t (top)",
           "teacher_bottom": "teacher N_b (bottom)", "ul": "UL", "nt": "NT", "face": "FACE"}
 METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4", "length", "unique", "top_share"]
 
@@ -143,45 +143,48 @@ class Experiment:
         nd_systems = {"nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha"} | set(self.variants)
         from_standard = a.nd_init == "standard"
         for seed in a.seeds:
-            if "standard" in want or want & {"ul", "nt", "face", "standard_ft"} or (from_standard and want & nd_systems):
+            fine_tuned = want & {"ul", "nt", "face", "standard_ft"} or (from_standard and want & nd_systems)
+            if "standard" in want or fine_tuned:
                 out.append(Job(f"standard.s{seed}", "standard", seed, "full", ls, a.updates))
             if "standard_ft" in want:
                 # the compute-matched control of every fine-tuned system: the same extra updates, MLE only
                 out.append(Job(f"standard_ft.s{seed}", "standard_ft", seed, "full", ls, a.finetune_updates,
                                deps=[f"standard.s{seed}"], finetune_from=f"standard.s{seed}"))
 
-        def nd_job(system: str, seed: int, args: List[str]) -> Job:
+        teacher = f"teacher_top.s{teacher_seed}"
+        teacher_path = self.ckpt / teacher / "checkpoint_best.pt"
+
+        def nd_job(system: str, seed: int, extra: List[str]) -> Job:
+            args = nd + extra + ["--teacher-path", teacher_path]
             if from_standard:
                 # ND as a second phase of the Standard run (the progressive schedule's first half is
                 # MLE anyway, α(s) < 0.05 for s < γ/2); compare with standard_ft, same updates
                 return Job(f"{system}.s{seed}", system, seed, "full", args, a.finetune_updates,
                            deps=[teacher, f"standard.s{seed}"], finetune_from=f"standard.s{seed}")
             return Job(f"{system}.s{seed}", system, seed, "full", args, a.updates, deps=[teacher])
+
         if want & (nd_systems | {"teacher_top"}):
-            out.append(Job(f"teacher_top.s{teacher_seed}", "teacher_top", teacher_seed, "negative", ls,
+            out.append(Job(teacher, "teacher_top", teacher_seed, "negative", ls,
                            a.teacher_updates))
         if "teacher_bottom" in want:
             out.append(Job(f"teacher_bottom.s{teacher_seed}", "teacher_bottom", teacher_seed, "bottom", ls,
                            a.teacher_updates))
-        teacher = f"teacher_top.s{teacher_seed}"
-        teacher_path = self.ckpt / teacher / "checkpoint_best.pt"
         variants = {"nd": [], "nd_no_pred": ["--no-pred-loss"], "nd_no_att": ["--no-att-loss"],
                     "nd_no_hid": ["--no-hid-loss"]}
         for system, extra in variants.items():
             if system not in want:
                 continue
             for seed in (a.seeds if system == "nd" else a.seeds[:1]):
-                out.append(nd_job(system, seed, nd + extra + ["--teacher-path", teacher_path]))
+                out.append(nd_job(system, seed, extra))
         for system, extra in self.variants.items():
             if system in want:
                 for seed in a.seeds:
-                    out.append(nd_job(system, seed, nd + extra + ["--teacher-path", teacher_path]))
+                    out.append(nd_job(system, seed, extra))
         if "nd_fixed_alpha" in want:
             from nd_fairseq.losses import mean_alpha
 
             fixed = mean_alpha(a.updates, float(a.alpha_lambda), float(gamma))
-            out.append(nd_job("nd_fixed_alpha", first,
-                              nd + ["--teacher-path", teacher_path, "--fixed-alpha", f"{fixed:.6f}"]))
+            out.append(nd_job("nd_fixed_alpha", first, ["--fixed-alpha", f"{fixed:.6f}"]))
         baselines = {"ul": ["--criterion", "unlikelihood_dialog"], "nt": ["--criterion", "negative_training"],
                      "face": ["--criterion", "face"]}
         for system, crit in baselines.items():
@@ -443,8 +446,7 @@ def read_log(path: Path, tag: str) -> List[dict]:
             rec = json.loads(line[line.index("{"):])
             rec = {k: (float(v) if isinstance(v, str) and k != "epoch" else v) for k, v in rec.items()}
             by_update[rec.get("num_updates", len(by_update))] = rec
-    out = [by_update[k] for k in sorted(by_update)]
-    return out
+    return [by_update[k] for k in sorted(by_update)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

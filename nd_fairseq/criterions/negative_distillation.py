@@ -350,7 +350,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         if not rows:
             return sample["net_input"]["src_tokens"].new_zeros((), dtype=torch.float), 0
         device = sample["net_input"]["src_tokens"].device
-        pad, eos = self.padding_idx, self.task.target_dictionary.eos()
+        pad, eos = self.padding_idx, self.eos_idx
         target = data_utils.collate_tokens(picked, pad, eos).to(device)
         output = forward_on(model, sample, torch.tensor(rows, device=device), target, eos, pad)
         lprobs = model.get_normalized_probs(output, log_probs=True)

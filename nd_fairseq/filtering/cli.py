@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..io_utils import AtomicFiles, InputError, default_jobs, iter_line_buffers, require_file, run_parallel
-from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, score_files, selectors_for
+from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, line_bounds, score_files, selectors_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,18 +86,14 @@ def _write_selected(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Sel
         with open(corpus.codes_path, "rb") as fc:
             for block, size in iter_line_buffers(path, WRITE_BLOCK_BYTES, validate=False):
                 arr = np.frombuffer(block, dtype=np.uint8, count=size)
-                nl = np.flatnonzero(arr == 10)
-                k = nl.size + 1
+                starts, ends, _ = line_bounds(arr)
+                k = starts.size
                 codes = np.fromfile(fc, dtype=np.uint32, count=k)
                 if codes.size != k:
                     raise InputError(f"{path} changed while nd-filter was running (more lines than "
                                      f"scored); run it again on files that are not being written")
                 seen += k
                 scores = ranked[codes]
-                starts = np.empty(k, dtype=np.intp)
-                starts[0] = 0
-                starts[1:] = nl + 1
-                ends = np.append(nl, size)
                 lengths = byte_mask = last_mask = None
                 for j, (sel, f) in enumerate(zip(sels, files)):
                     mask = sel.mask(scores)

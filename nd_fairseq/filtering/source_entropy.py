@@ -85,7 +85,7 @@ _REGULAR_BYTES = bytes(range(0x20, 0x80)) + b"\n"  # bytes.lower already normali
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
 
-def _line_bounds(arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def line_bounds(arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Starts and ends (byte offsets) of the lines of a block, and its newline positions."""
     nl = np.flatnonzero(arr == 10)
     starts = np.empty(nl.size + 1, dtype=np.intp)
@@ -139,7 +139,7 @@ def normalized_block_keys(data: bytes) -> List[bytes]:
     low = data.lower()  # ASCII letters only; lines with other letters are redone below
     keys = low.split(b"\n")
     arr = np.frombuffer(low, dtype=np.uint8)
-    starts, ends, nl = _line_bounds(arr)
+    starts, ends, nl = line_bounds(arr)
     lines = _special_lines(low, arr, nl)
     if lines.size > BLOCK_PATH_SHARE * len(keys):
         return _normalized_block_str(data)
@@ -280,7 +280,7 @@ def _mix_word(h: np.ndarray, w: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return h
 
 
-def hash_keys(keys: Iterable, count: Optional[int] = None) -> np.ndarray:
+def hash_keys(keys: Iterable) -> np.ndarray:
     """Hashes of a sequence of keys (bytes, or str hashed as UTF-8), as :func:`hash_spans`."""
     enc = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in keys]
     lengths = np.fromiter(map(len, enc), dtype=np.intp, count=len(enc))
@@ -311,11 +311,11 @@ def block_hashes(data: bytes, key: str, size: Optional[int] = None) -> np.ndarra
     kind, k = parse_key(key)
     size = len(data) if size is None else size
     if kind == "exact":
-        starts, ends, _ = _line_bounds(np.frombuffer(data, dtype=np.uint8, count=size))
+        starts, ends, _ = line_bounds(np.frombuffer(data, dtype=np.uint8, count=size))
         return hash_spans(data, starts, ends)
     low = data.lower()  # ASCII letters only; lines with other letters are redone below
     arr = np.frombuffer(low, dtype=np.uint8, count=size)
-    starts, ends, nl = _line_bounds(arr)
+    starts, ends, nl = line_bounds(arr)
     lines = _special_lines(low, arr, nl)
     if lines.size > BLOCK_PATH_SHARE * starts.size:  # mostly special: all of it as str
         keys = _normalized_block_str(data[:size])
