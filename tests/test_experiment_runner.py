@@ -65,3 +65,49 @@ def test_read_log_keeps_the_resumed_record_of_each_update(runner, tmp_path):
     recs = runner.read_log(log, "train_inner")
     assert [(r["num_updates"], r["loss"]) for r in recs] == [(50.0, 9.0), (100.0, 7.5), (150.0, 7.0)]
     assert runner.read_log(tmp_path / "missing.log", "train_inner") == []
+
+
+def row(dist2, lf, bleu4, seeds=(1, 2)):
+    return {"dist-2": dist2, "lf": lf, "bleu-4": bleu4, "seeds": list(seeds)}
+
+
+def test_validation_selection_takes_the_most_diverse_eligible_configuration(runner):
+    valid = {"standard": row(0.010, 0.0, 0.0100),
+             "nd": row(0.060, 0.0002, 0.0080),      # BLEU-4 ×0.80: more than 5% below, not eligible
+             "nd_a03": row(0.030, 0.0001, 0.0096),  # ×0.96: eligible
+             "nd_a01": row(0.020, 0.0001, 0.0102),  # ×1.02: eligible, less diverse
+             "nd_lf": row(0.090, -1.0, 0.0200)}     # LF below Standard's: not eligible
+    test = {"standard": row(0.008, 0.0, 0.0100), "nd_a03": row(0.024, 0.0001, 0.0091)}
+    sel = runner.select_on_valid(valid, test, ["nd", "nd_a03", "nd_a01", "nd_lf", "nd_missing"], 0.05, 0.10)
+    assert sel["chosen"] == "nd_a03"
+    assert [n for n, c in sel["candidates"].items() if c["eligible"]] == ["nd_a03", "nd_a01"]
+    assert sel["candidates"]["nd"]["bleu-4_ratio"] == pytest.approx(0.8)
+    # test: Dist-2 .024 > .008, LF .0001 > 0, BLEU-4 ×0.91 >= 0.90
+    assert sel["test"]["passes"] and sel["test"]["bleu-4_ratio"] == pytest.approx(0.91)
+    # the same test row fails at a 5% acceptance margin, and with LF tied at Standard's
+    assert not runner.select_on_valid(valid, test, ["nd_a03"], 0.05, 0.05)["test"]["passes"]
+    tied = dict(test, nd_a03=row(0.024, 0.0, 0.0100))
+    assert not runner.select_on_valid(valid, tied, ["nd_a03"], 0.05, 0.10)["test"]["passes"]
+    text = "\n".join(runner.describe_selection(sel))
+    assert "**chosen**" in text and "passes the acceptance check" in text
+
+
+def test_validation_selection_without_an_eligible_configuration(runner):
+    valid = {"standard": row(0.010, 0.0, 0.0100), "nd": row(0.060, 0.0002, 0.0080)}
+    sel = runner.select_on_valid(valid, {}, ["nd"], 0.05, 0.10)
+    assert sel["chosen"] is None and "test" not in sel
+    assert "No candidate meets the rule" in "\n".join(runner.describe_selection(sel))
+
+
+def test_valid_subset_outputs_sit_beside_the_test_outputs(runner, tmp_path):
+    jobs, exp = jobs_of(runner, tmp_path, "--systems", "standard", "--seeds", "1", "--subsets", "test", "valid")
+    assert exp.generation("standard.s1", "greedy").name == "standard.s1.greedy.txt"
+    assert exp.generation("standard.s1", "beam5", "valid").name == "standard.s1.beam5.valid.txt"
+    (exp.ckpt / "standard.s1").mkdir()
+    (exp.ckpt / "standard.s1" / ".done").touch()
+    for mode in ("greedy", "beam5"):
+        exp.generation("standard.s1", mode).write_text("")
+    assert not exp.decoded("standard.s1")  # the validation decodes are still missing
+    for mode in ("greedy", "beam5"):
+        exp.generation("standard.s1", mode, "valid").write_text("")
+    assert exp.decoded("standard.s1")

@@ -10,6 +10,12 @@ entropy), and the baselines ``ul``/``nt``/``face`` (fine-tuned from ``standard``
 decoded greedily and with beam 5 and scored with nd-eval's metrics; seeds are averaged and their
 spread reported.
 
+With ``--subsets test valid`` every system is also decoded on the validation set, and one ND
+configuration (``nd``, ``nd_fixed_alpha`` or a ``--variants`` entry) is chosen per decoding mode by a
+rule fixed in advance (``select_on_valid``: validation BLEU-4 at most ``--select-margin`` below
+Standard's, LF not below, then the highest validation Dist-2); results.md then shows the chosen
+configuration's test row against Standard, so no configuration is picked by looking at the test set.
+
 Outputs under ``--out``: ``results.md`` and ``results.json`` (the tables), ``plots/*.png`` (α and
 the loss components over updates for ND, metric bars per system), and per system its checkpoint,
 training log and generations. Every finished step is kept: rerunning the same command resumes.
@@ -36,10 +42,19 @@ BIN = Path(sys.executable).parent
 
 SYSTEM_ORDER = ["standard", "standard_ft", "nd", "nd_no_pred", "nd_no_att", "nd_no_hid", "nd_fixed_alpha",
                 "teacher_top", "teacher_bottom", "ul", "nt", "face"]
+# ND configurations the validation selection may choose from (with the --variants)
+SELECTABLE = ["nd", "nd_fixed_alpha"]
 LABELS = {"standard": "Standard", "standard_ft": "Standard + MLE fine-tune", "nd": "ND",
           "nd_no_pred": "ND w/o L_pred", "nd_no_att": "ND w/o L_att", "nd_no_hid": "ND w/o L_hid", "nd_fixed_alpha": "ND (fixed α)", "teacher_top": "teacher N_t (top)",
           "teacher_bottom": "teacher N_b (bottom)", "ul": "UL", "nt": "NT", "face": "FACE"}
+MODES = {"greedy": ["--beam", "1"], "beam5": ["--beam", "5", "--lenpen", "1.0"]}
 METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4", "length", "unique", "top_share"]
+
+
+def short_label(system: str) -> str:
+    # a variant's label holds its flags: too long for a tick or a table cell, its name is shown instead
+    label = LABELS.get(system, system)
+    return label if len(label) <= 26 else system
 
 
 def tool(name: str) -> str:
@@ -229,20 +244,29 @@ class Experiment:
         validation MLE would pick whichever checkpoint moved least from the Standard model."""
         return self.ckpt / job.name / ("checkpoint_last.pt" if job.finetune_from else "checkpoint_best.pt")
 
+    def generation(self, name: str, mode: str, subset: str = "test") -> Path:
+        # test outputs keep their original names, so runs made before --subsets stay usable
+        return self.gen / (f"{name}.{mode}.txt" if subset == "test" else f"{name}.{mode}.{subset}.txt")
+
+    def decoded(self, name: str) -> bool:
+        return all(self.generation(name, mode, subset).exists() for mode in MODES for subset in self.a.subsets)
+
     def decode(self, job: Job) -> None:
-        for mode, flags in (("greedy", ["--beam", "1"]), ("beam5", ["--beam", "5", "--lenpen", "1.0"])):
-            out = self.gen / f"{job.name}.{mode}.txt"
-            if out.exists():
-                continue
-            tmp = out.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                proc = subprocess.run([tool("fairseq-generate"), self.data / "full", "--user-dir", REPO / "nd_fairseq",
-                                       "--path", self.checkpoint(job), "--gen-subset", "test",
-                                       *flags, "--batch-size", "200", "--max-len-b", "40", "--remove-bpe",
-                                       "sentencepiece"], stdout=f, stderr=subprocess.DEVNULL, env=self.env(), cwd=REPO)
-            if proc.returncode != 0:
-                raise RuntimeError(f"fairseq-generate failed for {job.name} ({mode})")
-            tmp.rename(out)
+        for subset in self.a.subsets:
+            for mode, flags in MODES.items():
+                out = self.generation(job.name, mode, subset)
+                if out.exists():
+                    continue
+                tmp = out.with_suffix(".tmp")
+                with open(tmp, "w") as f:
+                    proc = subprocess.run([tool("fairseq-generate"), self.data / "full", "--user-dir",
+                                           REPO / "nd_fairseq", "--path", self.checkpoint(job), "--gen-subset", subset,
+                                           *flags, "--batch-size", "200", "--max-len-b", "40", "--remove-bpe",
+                                           "sentencepiece"], stdout=f, stderr=subprocess.DEVNULL, env=self.env(),
+                                          cwd=REPO)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"fairseq-generate failed for {job.name} ({mode}, {subset})")
+                tmp.rename(out)
 
     def progress(self, job: Job) -> str:
         log = self.logs / f"{job.name}.train.log"
@@ -259,8 +283,7 @@ class Experiment:
 
     def run_all(self, jobs: List[Job]) -> None:
         pending = {j.name: j for j in jobs}
-        done = {j.name for j in jobs if (self.ckpt / j.name / ".done").exists()
-                and all((self.gen / f"{j.name}.{m}.txt").exists() for m in ("greedy", "beam5"))}
+        done = {j.name for j in jobs if (self.ckpt / j.name / ".done").exists() and self.decoded(j.name)}
         running: Dict[str, threading.Thread] = {}
         errors: Dict[str, str] = {}
         for name in done:
@@ -306,13 +329,27 @@ class Experiment:
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, jobs: List[Job]) -> dict:
-        from nd_fairseq.evaluation import evaluate, read_responses, read_train_counts
+        from nd_fairseq.evaluation import read_train_counts
 
         counts = read_train_counts(str(self.text / "train.response"))
-        per_run: Dict[str, Dict[str, dict]] = {"greedy": {}, "beam5": {}}
+        results = self.evaluate_subset(jobs, "test", counts)
+        if "valid" in self.a.subsets:
+            valid = self.evaluate_subset(jobs, "valid", counts)
+            results["valid"] = valid
+            candidates = [s for s in SELECTABLE + list(self.variants) if s in self.a.systems]
+            results["selection"] = {
+                mode: select_on_valid(valid["systems"].get(mode, {}), results["systems"].get(mode, {}), candidates,
+                                      self.a.select_margin, self.a.accept_margin)
+                for mode in MODES}
+        return results
+
+    def evaluate_subset(self, jobs: List[Job], subset: str, counts) -> dict:
+        from nd_fairseq.evaluation import evaluate, read_responses
+
+        per_run: Dict[str, Dict[str, dict]] = {mode: {} for mode in MODES}
         for job in jobs:
             for mode in per_run:
-                path = self.gen / f"{job.name}.{mode}.txt"
+                path = self.generation(job.name, mode, subset)
                 if not path.exists():
                     continue
                 resp = read_responses(str(path))
@@ -340,10 +377,12 @@ class Experiment:
 
         lines = ["# chitchat-dataset experiments\n",
                  f"Settings: {json.dumps(self.settings())}\n"]
-        for mode, systems in results["systems"].items():
+        tables = [("test", mode, systems) for mode, systems in results["systems"].items()]
+        tables += [("validation", mode, systems) for mode, systems in results.get("valid", {}).get("systems", {}).items()]
+        for subset, mode, systems in tables:
             if not systems:
                 continue
-            lines.append(f"\n## {mode} decoding (test set, mean ± sd over seeds)\n")
+            lines.append(f"\n## {mode} decoding ({subset} set, mean ± sd over seeds)\n")
             head = ["system", "seeds"] + METRICS
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
@@ -367,6 +406,9 @@ class Experiment:
                         v = f"**{v}**"
                     cells.append(v)
                 lines.append("| " + " | ".join(cells) + " |")
+        for mode, sel in results.get("selection", {}).items():
+            lines.append(f"\n## ND configuration chosen on the validation set ({mode})\n")
+            lines.extend(describe_selection(sel))
         lines.append("\nTop responses (first seed, greedy):\n")
         for system, row in results["systems"].get("greedy", {}).items():
             top = row.get("top_responses") or []
@@ -382,7 +424,7 @@ class Experiment:
     def settings(self) -> dict:
         keys = ["seeds", "systems", "variants", "updates", "teacher_updates", "finetune_updates", "finetune_lr", "nd_init", "max_tokens", "lr", "warmup",
                 "layers", "dim", "heads", "ffn", "vocab", "key", "max_units", "max_length", "alpha_lambda",
-                "alpha_gamma", "nd_extra", "jobs", "threads"]
+                "alpha_gamma", "nd_extra", "jobs", "threads", "subsets", "select_margin"]
         return {k: getattr(self.a, k) for k in keys}
 
     def plots(self, results: dict, jobs: List[Job]) -> None:
@@ -421,8 +463,7 @@ class Experiment:
         if systems:
             names = list(systems)
             fig, axes = plt.subplots(1, 4, figsize=(15, 4.8))
-            # a variant's label holds its flags: too long for a tick, its name is shown instead
-            ticks = [LABELS[s] if len(LABELS[s]) <= 26 else s for s in names]
+            ticks = [short_label(s) for s in names]
             for ax, m in zip(axes, ("dist-2", "lf", "bleu-4", "kl-2")):
                 vals = [systems[s].get(m, 0) or 0 for s in names]
                 errs = [systems[s].get(m + "_sd") or 0 for s in names]
@@ -433,6 +474,59 @@ class Experiment:
             fig.tight_layout()
             fig.savefig(plots / "metrics.png", dpi=110)
             plt.close(fig)
+
+
+def select_on_valid(valid: Dict[str, dict], test: Dict[str, dict], candidates: List[str], margin: float,
+                    accept_margin: float) -> dict:
+    """Choose one ND configuration on the validation decode, then read its test row.
+
+    The rule, fixed before the test set is looked at: among the candidates, keep those whose mean
+    validation BLEU-4 is at most ``margin`` (relative) below Standard's and whose mean validation LF
+    is at least Standard's; choose the highest mean validation Dist-2. The test check is the
+    issue's: Dist-2 and LF above Standard's, BLEU-4 at most ``accept_margin`` (relative) below."""
+    out = {"rule": f"validation BLEU-4 >= (1 - {margin}) x Standard, LF >= Standard; highest Dist-2",
+           "candidates": {}, "chosen": None}
+    base = valid.get("standard")
+    if not base:
+        return out
+    for name in candidates:
+        row = valid.get(name)
+        if not row:
+            continue
+        bleu_ratio = row["bleu-4"] / base["bleu-4"] if base["bleu-4"] else float("inf")
+        eligible = bleu_ratio >= 1 - margin and row["lf"] >= base["lf"]
+        out["candidates"][name] = {"dist-2": row["dist-2"], "lf": row["lf"], "bleu-4": row["bleu-4"],
+                                   "bleu-4_ratio": bleu_ratio, "eligible": eligible}
+    eligible = {n: c for n, c in out["candidates"].items() if c["eligible"]}
+    if not eligible:
+        return out
+    chosen = max(eligible, key=lambda n: eligible[n]["dist-2"])
+    out["chosen"] = chosen
+    if chosen in test and "standard" in test:
+        t, b = test[chosen], test["standard"]
+        ratio = t["bleu-4"] / b["bleu-4"] if b["bleu-4"] else float("inf")
+        out["test"] = {"dist-2": [t["dist-2"], b["dist-2"]], "lf": [t["lf"], b["lf"]],
+                       "bleu-4": [t["bleu-4"], b["bleu-4"]], "bleu-4_ratio": ratio, "seeds": t["seeds"],
+                       "passes": t["dist-2"] > b["dist-2"] and t["lf"] > b["lf"] and ratio >= 1 - accept_margin}
+    return out
+
+
+def describe_selection(sel: dict) -> List[str]:
+    lines = [f"Rule: {sel['rule']}.\n", "| candidate | valid dist-2 | valid lf | valid bleu-4 (× Standard) | eligible |",
+             "|---|---|---|---|---|"]
+    for name, c in sel["candidates"].items():
+        mark = "**chosen**" if name == sel["chosen"] else ("yes" if c["eligible"] else "no")
+        lines.append(f"| {short_label(name)} | {c['dist-2']:.4f} | {c['lf']:.5f} | {c['bleu-4']:.4f} "
+                     f"(×{c['bleu-4_ratio']:.2f}) | {mark} |")
+    t = sel.get("test")
+    if t:
+        lines.append(f"\nTest, {short_label(sel['chosen'])} vs Standard (seeds {t['seeds']}): "
+                     f"Dist-2 {t['dist-2'][0]:.4f} vs {t['dist-2'][1]:.4f}, LF {t['lf'][0]:.5f} vs {t['lf'][1]:.5f}, "
+                     f"BLEU-4 {t['bleu-4'][0]:.4f} vs {t['bleu-4'][1]:.4f} (×{t['bleu-4_ratio']:.2f}): "
+                     f"{'passes' if t['passes'] else 'fails'} the acceptance check.")
+    elif sel["chosen"] is None:
+        lines.append("\nNo candidate meets the rule on the validation set.")
+    return lines
 
 
 def read_log(path: Path, tag: str) -> List[dict]:
@@ -487,6 +581,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--validations", type=int, default=8, help="validations (and checkpoints) per run")
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--report-every", type=float, default=120.0, help="seconds between progress lines")
+    p.add_argument("--subsets", nargs="+", choices=["test", "valid"], default=["test"],
+                   help="sets to decode; with valid, one ND configuration is chosen on the validation decode "
+                        "(see --select-margin) and its test row checked")
+    p.add_argument("--select-margin", type=float, default=0.05,
+                   help="validation selection: the largest relative BLEU-4 loss against Standard allowed")
+    p.add_argument("--accept-margin", type=float, default=0.10,
+                   help="test check: the largest relative BLEU-4 loss against Standard allowed (the issue's 10%%)")
     p.add_argument("--evaluate-only", action="store_true")
     args = p.parse_args(argv)
     names = set(SYSTEM_ORDER) | {v.partition("=")[0] for v in args.variants}
