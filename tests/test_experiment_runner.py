@@ -111,3 +111,31 @@ def test_valid_subset_outputs_sit_beside_the_test_outputs(runner, tmp_path):
     for mode in ("greedy", "beam5"):
         exp.generation("standard.s1", mode, "valid").write_text("")
     assert exp.decoded("standard.s1")
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    path = RUNNER.parent / "paired_bootstrap.py"
+    spec = importlib.util.spec_from_file_location("nd_paired_bootstrap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_bootstrap_ratio(bootstrap):
+    a = [[0.1, 0.2, 0.3, 0.4], [0.2, 0.2, 0.2, 0.2]]
+    # B scores every sentence of every seed 0.9 times A's: every paired resample gives exactly 0.9
+    b = [[0.9 * x for x in row] for row in a]
+    ratio, low, high, share = bootstrap.bootstrap_ratio(a, b, samples=200, margin=0.11)
+    assert ratio == pytest.approx(0.9) and low == pytest.approx(0.9) and high == pytest.approx(0.9)
+    assert share == 1.0  # 0.9 >= 1 - 0.11 in every resample
+    assert bootstrap.bootstrap_ratio(a, b, samples=200, margin=0.09)[3] == 0.0  # 0.9 < 0.91 in every one
+    # B better on one sentence, worse on another: the point ratio is (0 + 1.1 + 0.4 + 0.3) /
+    # (1.0 + 0 + 0.4 + 0.2) = 1.8 / 1.6 by hand, and the interval brackets it
+    a = [[1.0, 0.0, 0.4, 0.2]]
+    b = [[0.0, 1.1, 0.4, 0.3]]
+    ratio, low, high, share = bootstrap.bootstrap_ratio(a, b, samples=500)
+    assert ratio == pytest.approx(1.8 / 1.6)
+    assert low < ratio < high and 0.0 < share < 1.0
+    with pytest.raises(ValueError):
+        bootstrap.bootstrap_ratio([[0.1, 0.2]], [[0.1]])

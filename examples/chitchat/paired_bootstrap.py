@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Paired bootstrap over test sentences: how sure is "BLEU-4 of B is within X% of A's"?
+
+    python examples/chitchat/paired_bootstrap.py --out results/chitchat --a standard --b nd_a03 \\
+        --seeds 1 2 3 --mode greedy
+
+Reads the runner's generations (``GEN/{system}.s{seed}.{mode}.txt``) of two systems on the same
+test queries, scores every sentence with nd-eval's smoothed sentence BLEU-4, and resamples the test
+sentences (the same resampled indices for both systems and every seed, so the comparison stays
+paired). It prints the ratio of the seed-averaged mean BLEU-4 (B / A), its 95% interval over the
+resamples, and the share of resamples where the ratio is at least ``1 - --margin``. The seeds'
+own spread is not resampled: the runner's tables show it. Also printed per seed: the number of
+generated low-frequency tokens behind each LF figure (LF is a share of a few ten thousand tokens).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
+                    seed: int = 1, margin: float = 0.10) -> Tuple[float, float, float, float]:
+    """Sentence scores of systems A and B, one row per training seed, aligned by test sentence.
+    Returns (ratio, low, high, share): the ratio of B's to A's seed-averaged mean score, the 2.5 and
+    97.5 percentiles of that ratio over ``samples`` paired resamples of the sentences, and the share
+    of resamples with ratio >= 1 - ``margin``."""
+    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_arr.shape != b_arr.shape or a_arr.ndim != 2 or a_arr.shape[1] == 0:
+        raise ValueError(f"need two equal (seeds x sentences) score arrays, got {a_arr.shape} and {b_arr.shape}")
+    n = a_arr.shape[1]
+    ratio = b_arr.mean() / a_arr.mean()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(samples, n))
+    # the mean over seeds of each seed's mean over the resampled sentences = mean over both
+    a_means = a_arr[:, idx].mean(axis=(0, 2))
+    b_means = b_arr[:, idx].mean(axis=(0, 2))
+    ratios = b_means / a_means
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(ratio), float(low), float(high), float(np.mean(ratios >= 1 - margin))
+
+
+def sentence_scores(path: Path, counts) -> Tuple[List[float], int, int]:
+    """Sentence BLEU-4 of every response in a generate output, and (low-frequency tokens, tokens)."""
+    from nd_fairseq.evaluation import read_responses
+    from nd_fairseq.evaluation.metrics import sentence_bleu, tokenize
+
+    resp = read_responses(str(path))
+    hyps = [tokenize(h) for h in resp.hypotheses]
+    refs = [tokenize(r) for r in resp.references]
+    scores = [sentence_bleu(h, r, 4) for h, r in zip(hyps, refs)]
+    tokens = sum(len(h) for h in hyps)
+    low = sum(1 for h in hyps for t in h if counts.get(t, 0) < 100)
+    return scores, low, tokens
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="the runner's --out directory")
+    p.add_argument("--a", default="standard")
+    p.add_argument("--b", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--mode", choices=["greedy", "beam5"], default="greedy")
+    p.add_argument("--subset", choices=["test", "valid"], default="test")
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--margin", type=float, default=0.10)
+    args = p.parse_args(argv)
+    from nd_fairseq.evaluation import read_train_counts
+
+    out = Path(args.out)
+    counts = read_train_counts(str(out / "text" / "train.response"))
+    suffix = "" if args.subset == "test" else f".{args.subset}"
+    rows = {args.a: [], args.b: []}
+    for system in rows:
+        for seed in args.seeds:
+            path = out / "generate" / f"{system}.s{seed}.{args.mode}{suffix}.txt"
+            if not path.exists():
+                p.error(f"{path} not found: run the runner for {system} seed {seed} first")
+            scores, low, tokens = sentence_scores(path, counts)
+            rows[system].append(scores)
+            print(f"{system} seed {seed}: BLEU-4 {np.mean(scores):.4f}, LF {low}/{tokens} tokens")
+    ratio, low, high, share = bootstrap_ratio(rows[args.a], rows[args.b], args.samples, margin=args.margin)
+    print(f"BLEU-4 {args.b} / {args.a} ({args.mode}, {args.subset}, seeds {args.seeds}): ×{ratio:.3f}, "
+          f"95% interval over {args.samples} paired resamples of the sentences [{low:.3f}, {high:.3f}]; "
+          f"ratio >= {1 - args.margin:.2f} in {share:.1%} of resamples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
