@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from nd_fairseq.evaluation.metrics import (
-    best_systems, bleu_scores, distinct_n, evaluate, kl_divergence, low_frequency_ratio, response_stats,
+    best_systems, bleu_scores, distinct_n, evaluate, kl_divergence, low_frequency_count, low_frequency_ratio,
+    response_stats,
     sentence_bleu, smoothed_precisions, token_counts,
 )
 from nd_fairseq.evaluation.readers import undo_subwords
@@ -50,6 +51,9 @@ def test_low_frequency_ratio_by_hand():
     assert low_frequency_ratio(TOKS, counts, threshold=2) == pytest.approx(6 / 9)
     # threshold 3 -> every token is low
     assert low_frequency_ratio(TOKS, counts, threshold=3) == pytest.approx(9 / 9)
+    # the counts behind the shares
+    assert low_frequency_count(TOKS, counts, threshold=2) == (6, 9)
+    assert low_frequency_count([[]], counts) == (0, 0) and low_frequency_ratio([[]], counts) is None
 
 
 def test_low_frequency_default_threshold_is_100():

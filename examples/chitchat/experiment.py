@@ -57,6 +57,12 @@ def short_label(system: str) -> str:
     return label if len(label) <= 26 else system
 
 
+def generation_file(gen: Path, name: str, mode: str, subset: str = "test") -> Path:
+    """Where the runner keeps a run's fairseq-generate output (``gen`` = OUT/generate). Test outputs
+    keep their original names, so runs made before --subsets stay usable."""
+    return gen / (f"{name}.{mode}.txt" if subset == "test" else f"{name}.{mode}.{subset}.txt")
+
+
 def tool(name: str) -> str:
     path = BIN / name
     return str(path) if path.exists() else (shutil.which(name) or name)
@@ -245,8 +251,7 @@ class Experiment:
         return self.ckpt / job.name / ("checkpoint_last.pt" if job.finetune_from else "checkpoint_best.pt")
 
     def generation(self, name: str, mode: str, subset: str = "test") -> Path:
-        # test outputs keep their original names, so runs made before --subsets stay usable
-        return self.gen / (f"{name}.{mode}.txt" if subset == "test" else f"{name}.{mode}.{subset}.txt")
+        return generation_file(self.gen, name, mode, subset)
 
     def decoded(self, name: str) -> bool:
         return all(self.generation(name, mode, subset).exists() for mode in MODES for subset in self.a.subsets)
@@ -424,7 +429,7 @@ class Experiment:
     def settings(self) -> dict:
         keys = ["seeds", "systems", "variants", "updates", "teacher_updates", "finetune_updates", "finetune_lr", "nd_init", "max_tokens", "lr", "warmup",
                 "layers", "dim", "heads", "ffn", "vocab", "key", "max_units", "max_length", "alpha_lambda",
-                "alpha_gamma", "nd_extra", "jobs", "threads", "subsets", "select_margin"]
+                "alpha_gamma", "nd_extra", "jobs", "threads", "subsets", "select_margin", "accept_margin"]
         return {k: getattr(self.a, k) for k in keys}
 
     def plots(self, results: dict, jobs: List[Job]) -> None:
@@ -476,6 +481,10 @@ class Experiment:
             plt.close(fig)
 
 
+def relative(value: float, base: float) -> float:
+    return value / base if base else float("inf")
+
+
 def select_on_valid(valid: Dict[str, dict], test: Dict[str, dict], candidates: List[str], margin: float,
                     accept_margin: float) -> dict:
     """Choose one ND configuration on the validation decode, then read its test row.
@@ -493,7 +502,7 @@ def select_on_valid(valid: Dict[str, dict], test: Dict[str, dict], candidates: L
         row = valid.get(name)
         if not row:
             continue
-        bleu_ratio = row["bleu-4"] / base["bleu-4"] if base["bleu-4"] else float("inf")
+        bleu_ratio = relative(row["bleu-4"], base["bleu-4"])
         eligible = bleu_ratio >= 1 - margin and row["lf"] >= base["lf"]
         out["candidates"][name] = {"dist-2": row["dist-2"], "lf": row["lf"], "bleu-4": row["bleu-4"],
                                    "bleu-4_ratio": bleu_ratio, "eligible": eligible}
@@ -504,7 +513,7 @@ def select_on_valid(valid: Dict[str, dict], test: Dict[str, dict], candidates: L
     out["chosen"] = chosen
     if chosen in test and "standard" in test:
         t, b = test[chosen], test["standard"]
-        ratio = t["bleu-4"] / b["bleu-4"] if b["bleu-4"] else float("inf")
+        ratio = relative(t["bleu-4"], b["bleu-4"])
         out["test"] = {"dist-2": [t["dist-2"], b["dist-2"]], "lf": [t["lf"], b["lf"]],
                        "bleu-4": [t["bleu-4"], b["bleu-4"]], "bleu-4_ratio": ratio, "seeds": t["seeds"],
                        "passes": t["dist-2"] > b["dist-2"] and t["lf"] > b["lf"] and ratio >= 1 - accept_margin}

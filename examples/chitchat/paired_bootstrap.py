@@ -21,6 +21,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from experiment import generation_file  # noqa: E402  (the runner's naming of generate outputs)
 
 
 def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
@@ -47,14 +50,13 @@ def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], 
 def sentence_scores(path: Path, counts) -> Tuple[List[float], int, int]:
     """Sentence BLEU-4 of every response in a generate output, and (low-frequency tokens, tokens)."""
     from nd_fairseq.evaluation import read_responses
-    from nd_fairseq.evaluation.metrics import sentence_bleu, tokenize
+    from nd_fairseq.evaluation.metrics import low_frequency_count, sentence_bleu, tokenize
 
     resp = read_responses(str(path))
     hyps = [tokenize(h) for h in resp.hypotheses]
     refs = [tokenize(r) for r in resp.references]
     scores = [sentence_bleu(h, r, 4) for h, r in zip(hyps, refs)]
-    tokens = sum(len(h) for h in hyps)
-    low = sum(1 for h in hyps for t in h if counts.get(t, 0) < 100)
+    low, tokens = low_frequency_count(hyps, counts)
     return scores, low, tokens
 
 
@@ -73,11 +75,10 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     counts = read_train_counts(str(out / "text" / "train.response"))
-    suffix = "" if args.subset == "test" else f".{args.subset}"
     rows = {args.a: [], args.b: []}
     for system in rows:
         for seed in args.seeds:
-            path = out / "generate" / f"{system}.s{seed}.{args.mode}{suffix}.txt"
+            path = generation_file(out / "generate", f"{system}.s{seed}", args.mode, args.subset)
             if not path.exists():
                 p.error(f"{path} not found: run the runner for {system} seed {seed} first")
             scores, low, tokens = sentence_scores(path, counts)

@@ -103,17 +103,21 @@ def distinct_n(responses: Sequence[Tokens], n: int) -> Optional[float]:
     return len(seen) / total if total else None
 
 
-def low_frequency_ratio(responses: Sequence[Tokens], train_counts: Mapping[str, int],
-                        threshold: int = 100) -> Optional[float]:
-    """LF: share of generated tokens whose training-response frequency is < ``threshold``."""
+def low_frequency_count(responses: Sequence[Tokens], train_counts: Mapping[str, int],
+                        threshold: int = 100) -> Tuple[int, int]:
+    """(generated tokens whose training-response frequency is < ``threshold``, generated tokens)."""
     generated: Counter = Counter()
     for toks in responses:
         generated.update(toks)
-    total = sum(generated.values())
-    if not total:
-        return None
     low = sum(c for tok, c in generated.items() if train_counts.get(tok, 0) < threshold)
-    return low / total
+    return low, sum(generated.values())
+
+
+def low_frequency_ratio(responses: Sequence[Tokens], train_counts: Mapping[str, int],
+                        threshold: int = 100) -> Optional[float]:
+    """LF: share of generated tokens whose training-response frequency is < ``threshold``."""
+    low, total = low_frequency_count(responses, train_counts, threshold)
+    return low / total if total else None
 
 
 def kl_divergence(hypotheses: Sequence[Tokens], references: Sequence[Tokens], n: int) -> Optional[float]:
