@@ -32,7 +32,7 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={
-        "test": ["pytest>=7", "nltk>=3.8"],
+        "test": ["pytest>=7", "nltk>=3.8", "selenium>=4.10", "statsmodels>=0.13"],
     },
     entry_points={
         "console_scripts": [
@@ -41,6 +41,8 @@ setup(
             "nd-spm=nd_fairseq.data.spm:main",
             "nd-eval=nd_fairseq.evaluation.cli:main",
             "nd-pneg=nd_fairseq.pneg.cli:main",
+            "nd-chat=nd_fairseq.chat.cli:main",
+            "nd-humaneval=nd_fairseq.humaneval.cli:main",
         ]
     },
     classifiers=[
