@@ -21,7 +21,8 @@ usage: preprocess.sh [--text-dir DIR] [--work-dir DIR] [--dest DIR] [--vocab-siz
   --vocab-size N    sentencepiece vocabulary size                                      [8000]
   --ratio R         fraction of training pairs in the negative set                     [0.5]
   --threshold T     entropy cut instead of a ratio (top = H_src > T)
-  --key KEY         nd-filter grouping key: exact, normalized, prefix:K                [normalized]
+  --key KEY         nd-filter grouping key: auto, exact, normalized, prefix:K            [auto]
+                    (auto: the finest key leaving at most 1 - ratio of the pairs at H_src = 0)
   --base B          entropy log base for train.entropy: 2 or e                         [2]
   --bottom          also build DEST/bottom
   --workers N       fairseq-preprocess workers                                         [2]
@@ -37,7 +38,7 @@ DEST=data-bin
 VOCAB=8000
 RATIO=0.5
 THRESHOLD=""
-KEY=normalized
+KEY=auto
 BASE=2
 BOTTOM=0
 WORKERS=2
@@ -112,7 +113,8 @@ done
 python - "$TMP/filter/summary.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
-print(f"pairs {s['pairs']}, median H_src {s['median']:.3f}, zeros {s['zero_share']:.1%}, "
+print(f"key {s['key']}" + (" (auto)" if s.get("key_requested") == "auto" else "") + ", "
+      f"pairs {s['pairs']}, median H_src {s['median']:.3f}, zeros {s['zero_share']:.1%}, "
       f"cut {s['cut']}, negative set {s.get('top')}" + (f", bottom set {s['bottom']}" if 'bottom' in s else ""))
 EOF
 

@@ -30,7 +30,7 @@ usage: examples/pipeline.sh [--format F --input PATH ...] [--work DIR] [--scale 
   --lr LR --warmup N  peak learning rate and inverse-sqrt warm-up     [cpu: 1e-3/200, paper: 5e-4/4000]
   --alpha-lambda L    λ of the α schedule (peak α = λ/4)                                   [4]
   --alpha-gamma G     update of the α peak                                   [half of --updates]
-  --key KEY           nd-filter grouping key                                        [prefix:3]
+  --key KEY           nd-filter grouping key (auto: chosen on the corpus, see nd-filter --help) [auto]
   --beam N            decoding beam (1 = greedy, the paper's main setting)                 [1]
   --fp16              mixed precision (GPU)
   --threads N         torch threads per process                                   [all cores]
@@ -52,7 +52,7 @@ SEED=1
 LAMBDA=4
 GAMMA=""
 BEAM=1
-KEY=prefix:3
+KEY=auto
 LR=""
 WARMUP=""
 BATCH=()

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..io_utils import AtomicFiles, InputError, default_jobs, iter_line_buffers, require_file, run_parallel
+from .auto_key import MOSTLY_ZEROS, choose_key, default_bound, zeros_in_top
 from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, line_bounds, score_files, selectors_for
 
 
@@ -31,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--response", required=True, help="response text aligned with --query")
     p.add_argument("--out-dir", required=True, help="directory for scores.txt, top.*, bottom.*, summary.json")
     p.add_argument("--key", default="normalized",
-                   help=f"how utterances are grouped: {', '.join(KEY_CHOICES)} (default: normalized = "
-                        f"NFKC, lowercase, whitespace collapsed; prefix:K = first K normalised words)")
+                   help=f"how utterances are grouped: {', '.join(KEY_CHOICES)} or auto (default: normalized = "
+                        f"NFKC, lowercase, whitespace collapsed; prefix:K = first K normalised words; auto = "
+                        f"the finest key whose share of zero-entropy pairs is at most --auto-max-zero-share)")
+    p.add_argument("--auto-max-zero-share", type=float, default=None,
+                   help="with --key auto: the largest share of pairs at H = 0 a key may leave "
+                        "(default 1 - ratio, so no zero-entropy pair enters the top set; 0.5 with --threshold)")
     p.add_argument("--base", default="2", help="log base of the entropy: 2 (bits, default), e (nats) or 10")
     p.add_argument("--entropy", default="source", choices=("source", "target"),
                    help="source: H_src of each pair's response (the paper); target: Csáky's H_tgt of "
@@ -166,9 +171,24 @@ def run(args: argparse.Namespace) -> dict:
     if jobs < 1:
         raise InputError(f"--jobs {jobs} must be at least 1")
     t0 = time.perf_counter()
-    corpus = score_files(args.query, args.response, key=args.key, base=args.base,
-                         entropy=args.entropy, scratch_dir=args.scratch_dir, progress=not args.quiet,
-                         jobs=jobs)
+
+    def score(key: str):
+        return score_files(args.query, args.response, key=key, base=args.base, entropy=args.entropy,
+                           scratch_dir=args.scratch_dir, progress=not args.quiet, jobs=jobs)
+
+    auto = None
+    if args.key == "auto":
+        bound = getattr(args, "auto_max_zero_share", None)
+        bound = default_bound(args.ratio, args.threshold) if bound is None else bound
+        if not 0.0 <= bound <= 1.0:
+            raise InputError(f"--auto-max-zero-share {bound} must be in [0, 1]")
+        corpus, key, tried = choose_key(score, bound)
+        auto = {"max_zero_share": bound, "tried": tried, "met": tried[-1]["zero_share"] <= bound}
+    else:
+        if getattr(args, "auto_max_zero_share", None) is not None:
+            raise InputError("--auto-max-zero-share applies to --key auto only")
+        key = args.key
+        corpus = score(key)
     with corpus:
         n = corpus.n_pairs
         if n == 0:
@@ -177,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
         top_sel, bottom_sel = selectors_for(uniq, uniq_counts, n, args.ratio, args.bottom_ratio, args.threshold)
         summary = corpus.summary()
         summary.update({
-            "key": args.key, "base": args.base, "entropy": args.entropy,
+            "key": key, "key_requested": args.key, "base": args.base, "entropy": args.entropy,
             "mode": "threshold" if args.threshold is not None else "ratio",
             "ratio": None if args.threshold is not None else (0.5 if args.ratio is None else args.ratio),
             "threshold": args.threshold,
@@ -199,6 +219,12 @@ def run(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"query and response selections differ: {kept_q} vs {kept_r}")
             names = [name for name, wanted in (("top", not args.no_top), ("bottom", args.bottom)) if wanted]
             summary.update(zip(names, kept_q))
+            if auto is not None:
+                summary["auto"] = auto
+            if "top" in summary:
+                zeros = (zeros_in_top(n, summary["zero_share"], summary["top"]) if args.threshold is None
+                         else (int(round(summary["zero_share"] * n)) if args.threshold < 0 else 0))
+                summary["top_zero_share"] = zeros / max(1, summary["top"])
             summary["seconds"] = round(time.perf_counter() - t0, 3)
             summary["pairs_per_second"] = round(n / max(summary["seconds"], 1e-9))
             json.dump(summary, out.open("summary.json"), indent=2)
@@ -216,6 +242,10 @@ def print_summary(summary: dict, out_dir: str) -> None:
         f"share of zeros: {summary['zero_share']:.1%}",
         f"cut ({summary['mode']}): {cut}",
     ]
+    if summary.get("auto"):
+        tried = ", ".join(f"{t['key']} {t['zero_share']:.1%}" for t in summary["auto"]["tried"])
+        lines.insert(1, f"key auto -> {summary['key']} (zero-entropy share at most "
+                        f"{summary['auto']['max_zero_share']:.0%}; tried: {tried})")
     if "top" in summary:
         lines.append(f"top (negative set): {summary['top']} pairs -> {out_dir}/top.query, top.response")
     if "bottom" in summary:
@@ -251,7 +281,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if not args.quiet:
         print_summary(summary, args.out_dir)
+    warn_mostly_zeros(summary)
     return 0
+
+
+def warn_mostly_zeros(summary: dict) -> None:
+    """One line on stderr when the negative set is chosen mostly by line order, not by entropy."""
+    auto = summary.get("auto")
+    if auto is not None and not auto["met"]:
+        print(f"nd-filter: warning: no grouping key leaves at most {auto['max_zero_share']:.0%} of the pairs "
+              f"at zero entropy; kept the coarsest, {summary['key']} ({summary['zero_share']:.1%} zeros)",
+              file=sys.stderr)
+    share = summary.get("top_zero_share")
+    if share is not None and share > MOSTLY_ZEROS:
+        print(f"nd-filter: warning: {share:.0%} of the negative set has entropy 0 with --key {summary['key']}, "
+              f"so it is cut by line order, not by entropy; use --key auto or a coarser prefix:K",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
