@@ -9,7 +9,7 @@ import pytest
 
 from nd_fairseq.evaluation.metrics import (
     best_systems, bleu_scores, distinct_n, evaluate, kl_divergence, low_frequency_count, low_frequency_ratio,
-    response_stats,
+    repetition_rate, response_stats,
     sentence_bleu, smoothed_precisions, token_counts,
 )
 from nd_fairseq.evaluation.readers import undo_subwords
@@ -177,6 +177,16 @@ def test_response_stats_by_hand():
     assert s["top_responses"] == [{"response": "i do not know", "count": 3, "share": 3 / 5},
                                   {"response": "yes", "count": 1, "share": 1 / 5}]
     assert s["top_share"] == pytest.approx(4 / 5)
+
+
+def test_repetition_rate_by_hand():
+    resp = [r.split() for r in ["i 'm not sure i 'm not sure", "i 'm not sure .", "no no no no", "a b a b", "yes"]]
+    # looping: the first ("i 'm not" twice) and "no no no" (twice in "no no no no"); "a b a b" repeats
+    # bigrams only (its 3-grams "a b a", "b a b" differ); "yes" has no 3-gram
+    assert repetition_rate(resp, 3) == pytest.approx(2 / 5)
+    assert repetition_rate(resp, 2) == pytest.approx(3 / 5)
+    assert repetition_rate([], 3) is None
+    assert evaluate(["no no no no", "yes"], ["a", "b"])["rep-3"] == pytest.approx(1 / 2)
 
 
 def test_evaluate_keys_and_fractions():

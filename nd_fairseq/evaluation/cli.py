@@ -30,7 +30,7 @@ from .readers import FORMATS, HYPOTHESIS_FIELDS, SUBWORD_MODES, read_references,
 COLUMNS: List[Tuple[str, str, int]] = [
     ("dist-1", "Dist-1", 4), ("dist-2", "Dist-2", 4), ("dist-3", "Dist-3", 4), ("lf", "LF", 4),
     ("kl-1", "KL-1", 3), ("kl-2", "KL-2", 3), ("bleu-3", "BLEU-3", 4), ("bleu-4", "BLEU-4", 4),
-    ("length", "Len", 2), ("unique", "Unique", 4), ("top_share", "Top-{k}", 4),
+    ("length", "Len", 2), ("unique", "Unique", 4), ("top_share", "Top-{k}", 4), ("rep-3", "Rep-3", 4),
 ]
 
 

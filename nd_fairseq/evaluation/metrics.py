@@ -54,6 +54,8 @@ Let H be the generated responses and R the reference responses (aligned, one per
 - **length**: mean tokens per response; **unique**: distinct responses / responses; **top_share**:
   the share of responses that are one of the ``top_k`` (10) most frequent responses, a direct gauge
   of generic replies, listed with their counts in ``top_responses``.
+- **rep-3**: the share of responses in which some 3-gram occurs more than once ("i 'm not sure i
+  'm not sure" counts, "i 'm not sure ." does not), the gauge of decoding loops; lower is better.
 """
 
 import math
@@ -67,7 +69,7 @@ Tokens = Sequence[str]
 #: +1: higher is better, -1: lower is better, 0: no direction (not marked in tables).
 DIRECTIONS: Dict[str, int] = {
     "dist-1": 1, "dist-2": 1, "dist-3": 1, "lf": 1, "kl-1": -1, "kl-2": -1, "bleu-3": 1, "bleu-4": 1,
-    "length": 0, "unique": 1, "top_share": -1,
+    "length": 0, "unique": 1, "top_share": -1, "rep-3": -1,
 }
 
 BLEU_SMOOTHING_METHODS = (0, 1, 2, 3, 4)
@@ -236,6 +238,17 @@ def response_stats(responses: Sequence[Tokens], top_k: int = 10) -> dict:
     }
 
 
+def repetition_rate(responses: Sequence[Tokens], n: int = 3) -> Optional[float]:
+    """Share of responses with an n-gram that occurs at least twice in the response itself."""
+    if not responses:
+        return None
+    looping = 0
+    for toks in responses:
+        grams = list(ngrams(toks, n))
+        looping += len(set(grams)) < len(grams)
+    return looping / len(responses)
+
+
 def evaluate(hypotheses: Sequence[str], references: Sequence[str],
              train_responses: Union[Iterable[str], Mapping[str, int], None] = None,
              lf_threshold: int = 100, bleu_smoothing: int = 4, lowercase: bool = False,
@@ -270,6 +283,7 @@ def evaluate(hypotheses: Sequence[str], references: Sequence[str],
         out[f"kl-{n}"] = kl_divergence(hyp, ref, n)
     out.update(bleu_scores(hyp, ref, (3, 4), bleu_smoothing))
     out.update(response_stats(hyp, top_k))
+    out["rep-3"] = repetition_rate(hyp, 3)
     out["ref_length"] = sum(len(t) for t in ref) / len(ref)
     out.update({"lf_threshold": lf_threshold, "bleu_smoothing": bleu_smoothing, "lowercase": lowercase})
     return out
