@@ -1,0 +1,82 @@
+"""Choosing an ND configuration on the validation set, and the verdict line of a comparison.
+
+The rule is fixed before any test output is read (it is the recipe's, not the corpus's):
+
+1. a candidate is eligible when, on the validation set, its mean BLEU-4 is at most ``bleu_margin``
+   (relative) below Standard's, its LF is not below Standard's, its share of looping replies
+   (rep-3) is not above the MLE control's, and its mean reply length is at most ``length_ratio``
+   times the control's (the guard against replies that grow long and loop, seen on a held-out
+   corpus);
+2. among the eligible candidates, the highest validation Dist-2 wins (ties: the first listed).
+
+Rows are nd-eval metric dicts (``evaluate`` output, or means over seeds with the same keys).
+"""
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+Row = Mapping[str, Optional[float]]
+
+
+def ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
+    """value / base; ``None`` when either is missing or the base is 0 (a ratio to 0 says nothing)."""
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def check_candidate(row: Row, standard: Row, control: Row, bleu_margin: float = 0.05,
+                    length_ratio: float = 1.5) -> Dict[str, bool]:
+    """Each condition of the rule for one candidate (True = met)."""
+    bleu = ratio(row["bleu-4"], standard["bleu-4"])
+    return {
+        "bleu-4": bleu is not None and bleu >= 1 - bleu_margin - 1e-12,  # x0.90 at a 10% margin passes
+        "lf": (row.get("lf") or 0.0) >= (standard.get("lf") or 0.0),
+        "rep-3": row["rep-3"] <= control["rep-3"],
+        "length": row["length"] <= length_ratio * control["length"],
+    }
+
+
+def choose_configuration(valid: Mapping[str, Row], candidates: Sequence[str], standard: str = "standard",
+                         control: str = "control", bleu_margin: float = 0.05, length_ratio: float = 1.5) -> dict:
+    """Apply the rule to the validation rows; returns the conditions per candidate and ``chosen``
+    (``None`` when no candidate is eligible)."""
+    out = {"rule": (f"validation BLEU-4 >= {1 - bleu_margin:g} x Standard, LF >= Standard, "
+                    f"rep-3 <= control, length <= {length_ratio:g} x control; then the highest Dist-2"),
+           "candidates": {}, "chosen": None}
+    base, ctrl = valid[standard], valid[control]
+    for name in candidates:
+        row = valid[name]
+        checks = check_candidate(row, base, ctrl, bleu_margin, length_ratio)
+        out["candidates"][name] = {"dist-2": row["dist-2"], "bleu-4_ratio": ratio(row["bleu-4"], base["bleu-4"]),
+                                   "lf": row.get("lf"), "rep-3": row["rep-3"], "length": row["length"],
+                                   "checks": checks, "eligible": all(checks.values())}
+    eligible = [n for n in candidates if out["candidates"][n]["eligible"]]
+    if eligible:
+        out["chosen"] = max(eligible, key=lambda n: (valid[n]["dist-2"], -eligible.index(n)))
+    return out
+
+
+def _times(value: Optional[float], base: Optional[float], digits: int = 2) -> str:
+    r = ratio(value, base)
+    if r is not None:
+        return f"x{r:.{digits}f}"
+    if value is None or base is None:
+        return "n/a"
+    return f"{value:.5f} vs {base:.5f}"
+
+
+def verdict(rows: Mapping[str, Row], nd: str, others: Sequence[str], labels: Optional[Mapping[str, str]] = None) -> str:
+    """One line: ND's Dist-2, LF and BLEU-4 as multiples of each other system's, and the loop shares.
+
+    e.g. ``ND vs Standard: Dist-2 x2.40, LF x1.30, BLEU-4 x0.98; vs MLE control: ...; rep-3 ND 2.0%,
+    Standard 31.0%, MLE control 5.0%``."""
+    labels = dict(labels or {})
+    name = lambda s: labels.get(s, s)  # noqa: E731
+    parts: List[str] = []
+    for i, other in enumerate(others):
+        a, b = rows[nd], rows[other]
+        head = f"{name(nd)} vs {name(other)}" if i == 0 else f"vs {name(other)}"
+        parts.append(f"{head}: Dist-2 {_times(a['dist-2'], b['dist-2'])}, LF {_times(a.get('lf'), b.get('lf'))}, "
+                     f"BLEU-4 {_times(a['bleu-4'], b['bleu-4'])}")
+    loops = ", ".join(f"{name(s)} {rows[s]['rep-3']:.1%}" for s in [nd, *others])
+    return "; ".join(parts) + f"; replies repeating a 3-gram: {loops}"
