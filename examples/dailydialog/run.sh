@@ -12,5 +12,5 @@ set -euo pipefail
 [[ $# -ge 1 && -f "$1" ]] || { echo "usage: $0 DIALOGUES_TEXT_TXT [pipeline options]" >&2; exit 2; }
 input=$1; shift
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../pipeline.sh" --format dailydialog --input "$input" \
-  --work work/dailydialog --scale paper --batch-size 256 --max-tokens 16384 --lr 2.47e-4 --warmup 128000 \
+  --work work/dailydialog --recipe paper --scale paper --batch-size 256 --max-tokens 16384 --lr 2.47e-4 --warmup 128000 \
   --updates 150000 --alpha-lambda 4 --alpha-gamma 25600 --key normalized --fp16 "$@"

@@ -52,7 +52,7 @@ def choose_configuration(valid: Mapping[str, Row], candidates: Sequence[str], st
                                    "checks": checks, "eligible": all(checks.values())}
     eligible = [n for n in candidates if out["candidates"][n]["eligible"]]
     if eligible:
-        out["chosen"] = max(eligible, key=lambda n: (valid[n]["dist-2"], -eligible.index(n)))
+        out["chosen"] = max(eligible, key=lambda n: (valid[n]["dist-2"] or 0.0, -eligible.index(n)))
     return out
 
 

@@ -1,0 +1,544 @@
+#!/usr/bin/env python
+"""Negative Distillation end to end, for any corpus nd-prepare reads (examples/pipeline.sh runs this).
+
+    examples/pipeline.sh --recipe recommended                  # chitchat-dataset, CPU scale
+    examples/pipeline.sh --format eou --input dialogues.txt --work work/mine
+
+Recipes
+-------
+``recommended`` (the default; RESULTS.md, "the adopted configuration"):
+  1. nd-prepare, then preprocess.sh (sentencepiece, the source-entropy filter with ``--key auto``,
+     fairseq-preprocess into DATA/full and DATA/negative with one dictionary);
+  2. Standard: MLE from scratch, the checkpoint with the lowest validation loss;
+  3. the negative teacher: MLE on the top-50% source-entropy set D_N, lowest validation loss;
+  4. a second phase from Standard's checkpoint, every run the same number of updates at the same
+     constant learning rate: the MLE control (MLE only) and one ND student per candidate α
+     (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``),
+     each decoded at its last update;
+  5. every system decoded on the validation set; for each decoding mode one α is chosen by the
+     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard, LF not below it,
+     replies that loop no more often than the control's and are at most 1.5 x as long, then the
+     highest Dist-2), before any test output is decoded;
+  6. the test set decoded by Standard, the control and the chosen ND student; nd-eval's Table 3,
+     eight test queries with every system's reply, and a verdict line.
+
+``paper`` (the paper's setting, meant for paper-scale runs, ``--scale paper``): ND students from
+scratch with the progressive α schedule (λ = 4, γ = half the run), the checkpoint with the lowest
+validation loss. At CPU scale this does not raise diversity (RESULTS.md §4).
+
+Everything goes under ``--work``; every finished step is kept and a rerun resumes (an interrupted
+fairseq-train continues from its checkpoint_last.pt). Runs go ``--jobs`` at a time.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+
+from nd_fairseq.evaluation.selection import choose_configuration, verdict  # noqa: E402
+
+MODES = {"greedy": ["--beam", "1"], "beam5": ["--beam", "5", "--lenpen", "1.0"]}
+ND_FLAGS = ["--nd-pred-weight", "10", "--nd-attention", "standardized", "--nd-hidden", "normalized"]
+METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4", "length", "unique",
+           "top_share", "rep-3"]
+
+# The converged CPU-scale base (RESULTS.md §8 measures it against the earlier setup): pre-norm
+# layers, all embeddings shared, a 2,000-piece vocabulary.
+CPU_BASE = ["--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
+SCALES = {
+    "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
+                finetune_updates=300, max_tokens=4096, lr="2e-3", warmup=200, finetune_lr="4e-4",
+                base=CPU_BASE, alphas=["0.5", "0.3"],
+                prepare=["--max-units", "2500", "--max-length", "32", "--truncate", "--max-test-pairs", "1000",
+                         "--max-valid-pairs", "1000"]),
+    "paper": dict(arch="transformer_nd_dialog", vocab=16000, updates=50000, teacher_updates=50000,
+                  finetune_updates=5000, max_tokens=8192, lr="5e-4", warmup=4000, finetune_lr="1e-4",
+                  base=[], alphas=["0.5", "0.3", "0.1"], prepare=["--max-length", "64", "--truncate"]),
+}
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+class RecipeError(Exception):
+    pass
+
+
+_children: List[subprocess.Popen] = []
+_children_lock = threading.Lock()
+
+
+def stop_children() -> None:
+    """Terminate every running child (fairseq-train, fairseq-generate): nothing is left running."""
+    with _children_lock:
+        procs = list(_children)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Run:
+    name: str                      # e.g. "standard.s1", "nd_a0.3.s1"
+    system: str                    # "standard", "teacher", "control", "nd_a0.3", "nd_paper"
+    seed: int
+    data: str                      # "full" or "negative"
+    args: List[str]
+    updates: int
+    deps: List[str] = field(default_factory=list)
+    finetune_from: Optional[str] = None
+
+    @property
+    def is_nd(self) -> bool:
+        return self.system.startswith("nd_")
+
+
+class Recipe:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.work = Path(a.work).resolve()
+        self.text, self.data = self.work / "text", self.work / "data-bin"
+        self.ckpt, self.gen, self.logs = self.work / "checkpoints", self.work / "generate", self.work / "logs"
+        for d in (self.ckpt, self.gen, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+        self.lock = threading.Lock()
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def say(self, msg: str) -> None:
+        el = int(time.time() - self.t0)
+        with self.lock:
+            print(f"[{el // 60}m{el % 60:02d}s] {msg}", flush=True)
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.a.threads)
+        env["PYTHONWARNINGS"] = "ignore"
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def run(self, cmd: List, log: Path, stdout=None) -> None:
+        cmd = [str(c) for c in cmd]
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            proc = subprocess.Popen(cmd, stdout=stdout or f, stderr=f if stdout else subprocess.STDOUT,
+                                    env=self.env(), cwd=REPO)
+            with _children_lock:
+                _children.append(proc)
+            try:
+                proc.wait()
+            finally:
+                with _children_lock:
+                    _children.remove(proc)
+        if proc.returncode != 0:
+            tail = "".join(open(log, errors="replace").readlines()[-5:]).strip()
+            raise RecipeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log}\n{tail}")
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        a = self.a
+        if a.force or not (self.text / "test.response").exists():
+            self.say(f"nd-prepare {' '.join(a.prepare_input) or '(chitchat-dataset)'} -> {self.text}")
+            self.run([tool("nd-prepare"), "--out-dir", self.text, "--seed", "1", *a.prepare, *a.prepare_input],
+                     self.logs / "prepare.log")
+        self.say(f"preprocess.sh: sentencepiece ({a.vocab}), source-entropy filter (key {a.key}), fairseq-preprocess")
+        self.run(["bash", REPO / "preprocess.sh", "--text-dir", self.text, "--work-dir", self.work / "prep",
+                  "--dest", self.data, "--vocab-size", a.vocab, "--key", a.key, *(["--force"] if a.force else [])],
+                 self.logs / "preprocess.log")
+        s = json.loads((self.data / "full" / "entropy.summary.json").read_text())
+        self.say(f"data: {s['pairs']} training pairs; key {s['key']}, H_src median {s['median']:.2f} bits, "
+                 f"{s['zero_share']:.1%} at zero; negative set {s['top']} pairs")
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def runs(self) -> List[Run]:
+        a = self.a
+        ls = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+        teacher = f"teacher.s{a.seeds[0]}"
+        teacher_ckpt = self.ckpt / teacher / "checkpoint_best.pt"
+        nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--teacher-path", teacher_ckpt]
+        out = [Run(teacher, "teacher", a.seeds[0], "negative", ls, a.teacher_updates)]
+        for seed in a.seeds:
+            std = f"standard.s{seed}"
+            out.append(Run(std, "standard", seed, "full", ls, a.updates))
+            if a.recipe == "recommended":
+                out.append(Run(f"control.s{seed}", "control", seed, "full", ls, a.finetune_updates,
+                               deps=[std], finetune_from=std))
+                for alpha in a.alphas:
+                    out.append(Run(f"nd_a{alpha}.s{seed}", f"nd_a{alpha}", seed, "full",
+                                   nd + ["--fixed-alpha", alpha, *ND_FLAGS], a.finetune_updates,
+                                   deps=[teacher, std], finetune_from=std))
+            else:
+                gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
+                out.append(Run(f"nd_paper.s{seed}", "nd_paper", seed, "full",
+                               nd + ["--alpha-lambda", a.alpha_lambda, "--alpha-gamma", gamma], a.updates,
+                               deps=[teacher]))
+        return out
+
+    def checkpoint(self, run: Run) -> Path:
+        # second-phase runs are read at their last update (a fixed number of updates, as UL and NT
+        # prescribe); selecting them by validation MLE would pick the one that moved least
+        return self.ckpt / run.name / ("checkpoint_last.pt" if run.finetune_from else "checkpoint_best.pt")
+
+    def train(self, run: Run) -> None:
+        a = self.a
+        save = self.ckpt / run.name
+        if (save / ".done").exists() and not a.force:
+            return
+        if a.force or (save.exists() and not (save / "checkpoint_last.pt").exists()):
+            shutil.rmtree(save, ignore_errors=True)
+        interval = max(1, run.updates // (2 if run.finetune_from else a.validations))
+        if run.finetune_from:
+            schedule = ["--lr", a.finetune_lr, "--lr-scheduler", "fixed",
+                        "--finetune-from-model", self.ckpt / run.finetune_from / "checkpoint_best.pt"]
+        else:
+            schedule = ["--lr", a.lr, "--lr-scheduler", "inverse_sqrt", "--warmup-updates", a.warmup]
+        cmd = [tool("fairseq-train"), self.data / run.data, "--user-dir", REPO / "nd_fairseq",
+               "--task", "negative_distillation", "--arch", a.arch, *a.base, *run.args, *a.batch_size,
+               "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", *schedule, "--clip-norm", "1.0",
+               "--max-tokens", a.max_tokens, "--max-update", run.updates, "--max-epoch", "1000",
+               "--seed", run.seed, "--save-dir", save, "--validate-interval-updates", interval,
+               "--save-interval-updates", interval, "--keep-interval-updates", "1", "--no-epoch-checkpoints",
+               "--log-format", "json", "--log-interval", "25", "--no-progress-bar", "--num-workers", "0",
+               *a.fp16, *a.extra]
+        self.run(cmd, self.logs / f"{run.name}.train.log")
+        (save / ".done").touch()
+
+    def generation(self, run: Run, mode: str, subset: str) -> Path:
+        return self.gen / f"{run.name}.{mode}.{subset}.txt"
+
+    def decode(self, run: Run, subset: str, modes=tuple(MODES)) -> None:
+        for mode in modes:
+            out = self.generation(run, mode, subset)
+            if out.exists() and not self.a.force:
+                continue
+            tmp = out.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                self.run([tool("fairseq-generate"), self.data / "full", "--user-dir", REPO / "nd_fairseq",
+                          "--path", self.checkpoint(run), "--gen-subset", subset, *MODES[mode],
+                          "--batch-size", "200", "--max-len-b", "40", "--remove-bpe", "sentencepiece", *self.a.fp16],
+                         self.logs / f"{run.name}.generate.log", stdout=f)
+            tmp.rename(out)
+
+    def progress(self, run: Run) -> str:
+        last = None
+        log = self.logs / f"{run.name}.train.log"
+        if log.exists():
+            for line in open(log, errors="replace"):
+                if "| train_inner |" in line:
+                    last = line
+        if not last:
+            return f"{run.name} starting"
+        rec = json.loads(last[last.index("{"):])
+        return f"{run.name} {rec['num_updates']}/{run.updates} loss {rec['loss']}"
+
+    def schedule(self, runs: List[Run], work) -> None:
+        """Run ``work(run)`` for every run, ``--jobs`` at a time, each after its dependencies."""
+        pending = {r.name: r for r in runs}
+        done, running, errors = set(), {}, {}
+
+        def target(run: Run) -> None:
+            t = time.time()
+            try:
+                work(run)
+                self.say(f"finished {run.name} in {(time.time() - t) / 60:.1f} min")
+            except Exception as err:
+                errors[run.name] = err
+
+        last = time.time()
+        while pending or running:
+            for name, th in list(running.items()):
+                if not th.is_alive():
+                    running.pop(name)
+                    done.add(name)
+            if errors:
+                for th in running.values():
+                    th.join()
+                raise next(iter(errors.values()))
+            for name, run in list(pending.items()):
+                if len(running) < self.a.jobs and all(d in done or d not in pending and d not in running
+                                                       for d in run.deps):
+                    pending.pop(name)
+                    th = threading.Thread(target=target, args=(run,), daemon=True)
+                    running[name] = th
+                    th.start()
+            if running and time.time() - last > self.a.report_every:
+                self.say("; ".join(self.progress(r) for r in runs if r.name in running))
+                last = time.time()
+            time.sleep(1)
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def table(self, runs: List[Run], subset: str, mode: str) -> Dict[str, dict]:
+        """Per system: nd-eval's metrics, the mean over its seeds (and ``_sd``, ``_runs``)."""
+        from nd_fairseq.evaluation import evaluate, read_responses, read_train_counts
+
+        if not hasattr(self, "_counts"):
+            self._counts = read_train_counts(str(self.text / "train.response"))
+        systems: Dict[str, List[dict]] = {}
+        for run in runs:
+            path = self.generation(run, mode, subset)
+            if path.exists():
+                resp = read_responses(str(path))
+                systems.setdefault(run.system, []).append(evaluate(resp.hypotheses, resp.references, self._counts))
+        rows = {}
+        for system, results in systems.items():
+            row = {"seeds": len(results), "top_responses": results[0]["top_responses"]}
+            for m in METRICS:
+                vals = [r[m] for r in results if r.get(m) is not None]
+                row[m] = statistics.fmean(vals) if vals else None
+                row[m + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else None
+                row[m + "_runs"] = vals
+            rows[system] = row
+        return rows
+
+    def label(self, system: str) -> str:
+        if system.startswith("nd_a"):
+            return f"ND (α {system[4:]})"
+        return {"standard": "Standard", "control": "MLE control", "teacher": "teacher (D_N)",
+                "nd_paper": "ND, paper recipe"}.get(system, system)
+
+    def markdown(self, rows: Dict[str, dict], title: str) -> List[str]:
+        cols = [("dist-1", 4), ("dist-2", 4), ("dist-3", 4), ("lf", 5), ("kl-1", 3), ("kl-2", 3), ("bleu-3", 4),
+                ("bleu-4", 4), ("length", 1), ("unique", 3), ("top_share", 3), ("rep-3", 3)]
+        out = [f"\n### {title}\n", "| system | " + " | ".join(c for c, _ in cols) + " |",
+               "|---|" + "---:|" * len(cols)]
+        for system, row in rows.items():
+            cells = []
+            for m, d in cols:
+                v = row.get(m)
+                cell = "n/a" if v is None else f"{v:.{d}f}"
+                if v is not None and row.get(m + "_sd") is not None:
+                    cell += f" ± {row[m + '_sd']:.{d}f}"
+                cells.append(cell)
+            out.append(f"| {self.label(system)} | " + " | ".join(cells) + " |")
+        return out
+
+    def samples(self, runs: List[Run], systems: List[str], mode: str, k: int) -> List[str]:
+        from nd_fairseq.evaluation import read_responses
+
+        seed = self.a.seeds[0]
+        by_system = {}
+        for run in runs:
+            if run.system in systems and run.seed == seed:
+                by_system[run.system] = read_responses(str(self.generation(run, mode, "test"))).hypotheses
+        queries = (self.text / "test.query").read_text(encoding="utf-8").splitlines()
+        refs = (self.text / "test.response").read_text(encoding="utf-8").splitlines()
+        picks = sorted(random.Random(0).sample(range(len(queries)), min(k, len(queries))))
+        width = max(len(self.label(s)) for s in systems + ["reference"])
+        out = [f"\n### {k} test queries, {mode} replies (seed {seed})\n", "```"]
+        for i in picks:
+            out.append(f"{'query':>{width}}: {queries[i].split(' __eou__ ')[-1]}")
+            for s in systems:
+                out.append(f"{self.label(s):>{width}}: {by_system[s][i]}")
+            out.append(f"{'reference':>{width}}: {refs[i]}")
+            out.append("")
+        out[-1] = "```"
+        return out
+
+    # -- the recipe --------------------------------------------------------------------------------
+
+    def main(self) -> dict:
+        a = self.a
+        self.prepare()
+        runs = self.runs()
+        self.say(f"recipe {a.recipe}: {len(runs)} training runs ({', '.join(r.name for r in runs)}), {a.jobs} at a time")
+        modes = list(MODES) if a.modes == ["all"] else a.modes
+        if a.recipe == "recommended":
+            # decode the validation set as soon as a run ends: the choice needs nothing from the test set
+            self.schedule(runs, lambda r: (self.train(r), r.system != "teacher" and self.decode(r, "valid", modes)))
+            choice = {}
+            for mode in modes:
+                valid = self.table(runs, "valid", mode)
+                cands = [f"nd_a{x}" for x in a.alphas]
+                choice[mode] = choose_configuration(valid, cands, bleu_margin=a.select_margin,
+                                                    length_ratio=a.length_ratio)
+                choice[mode]["valid"] = {s: {m: valid[s][m] for m in METRICS} for s in ["standard", "control", *cands]}
+                picked = choice[mode]["chosen"]
+                self.say(f"{mode}: chosen on the validation set: {picked and self.label(picked) or 'none'} "
+                         f"({choice[mode]['rule']})")
+            shown = {mode: ["standard", "control", choice[mode]["chosen"] or f"nd_a{a.alphas[-1]}"] for mode in modes}
+        else:
+            self.schedule(runs, self.train)
+            choice = {}
+            shown = {mode: ["standard", "nd_paper"] for mode in modes}
+        test_runs = [r for r in runs if any(r.system in s for s in shown.values())]
+        self.schedule([Run(r.name, r.system, r.seed, r.data, r.args, r.updates, finetune_from=r.finetune_from)
+                       for r in test_runs],
+                      lambda r: self.decode(r, "test", [m for m in modes if r.system in shown[m]]))
+        return self.report(runs, modes, shown, choice)
+
+    def report(self, runs: List[Run], modes: List[str], shown: Dict[str, List[str]], choice: dict) -> dict:
+        a = self.a
+        lines = [f"# Negative Distillation, recipe {a.recipe} ({a.scale} scale)\n",
+                 f"Data: {self.text}; seeds {', '.join(map(str, a.seeds))}; test set; mean ± sd over seeds.\n"]
+        results = {"settings": {k: v for k, v in vars(a).items() if k != "extra"}, "modes": {}}
+        verdicts = []
+        for mode in modes:
+            rows = self.table(runs, "test", mode)
+            rows = {s: rows[s] for s in shown[mode] if s in rows}
+            sel = choice.get(mode)
+            if sel is not None and sel["chosen"] is None:
+                lines.append(f"\n**{mode}: no α met the validation rule; {self.label(shown[mode][-1])} is shown, "
+                             f"not chosen.**")
+            lines += self.markdown(rows, f"{mode} decoding")
+            nd = shown[mode][-1]
+            line = verdict(rows, nd, [s for s in shown[mode] if s != nd], {s: self.label(s) for s in rows})
+            verdicts.append(f"{mode}: {line}")
+            lines.append(f"\nVerdict ({mode}): {line}")
+            if sel is not None:
+                lines.append(f"\nα chosen on the validation set by the rule: {sel['rule']}.")
+                for name, c in sel["candidates"].items():
+                    failed = [k for k, ok in c["checks"].items() if not ok]
+                    lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')}, BLEU-4 x"
+                                 f"{fmt(c['bleu-4_ratio'], '.2f')}, rep-3 {fmt(c['rep-3'], '.1%')}, "
+                                 f"length {fmt(c['length'], '.1f')}: "
+                                 + ("**chosen**" if name == sel["chosen"] else
+                                    "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
+            results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line}
+        lines += self.samples(runs, shown[modes[0]], modes[0], a.samples)
+        (self.work / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.work / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        print("\n".join(lines))
+        print()
+        for v in verdicts:
+            print(v)
+        nd = shown[modes[0]][-1]
+        seed = a.seeds[0]
+        models = {"standard": f"standard.s{seed}", nd: f"{nd}.s{seed}"}
+        if "control" in shown[modes[0]]:
+            models["control"] = f"control.s{seed}"
+        byname = {r.name: r for r in runs}
+        chat = " ".join(f"--model {s if s != nd else 'nd'}={self.checkpoint(byname[n])}" for s, n in models.items())
+        print(f"\nDone in {(time.time() - self.t0) / 60:.1f} min. Results: {self.work / 'results.md'} and .json.")
+        print(f"Talk to the models:\n  nd-chat {chat} --data {self.data / 'full'}")
+        return results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pipeline.sh", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Everything after -- goes to every fairseq-train run.")
+    p.add_argument("--recipe", choices=["recommended", "paper"], default="recommended")
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu",
+                   help="cpu: transformer_nd_dialog_small on a capped corpus; paper: transformer_nd_dialog, "
+                        "the full corpus")
+    p.add_argument("--work", default="work/chitchat", help="everything goes under this directory")
+    for opt in ("--format", "--input", "--response-input", "--valid-input", "--test-input",
+                "--valid-response-input", "--test-response-input"):
+        p.add_argument(opt, dest="prep_" + opt[2:].replace("-", "_"), default=None, metavar=opt[2:].upper().replace("-", "_"),
+                       help="the corpus, as nd-prepare takes it (default: chitchat-dataset, no path)"
+                       if opt == "--format" else "passed to nd-prepare")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--updates", type=int, help="Standard (and paper-recipe ND) updates")
+    p.add_argument("--teacher-updates", type=int)
+    p.add_argument("--finetune-updates", type=int, help="updates of the second phase (control and ND)")
+    p.add_argument("--alphas", nargs="+", help="candidate fixed α of the second phase")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--lr")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--finetune-lr")
+    p.add_argument("--vocab", type=int, help="sentencepiece vocabulary size")
+    p.add_argument("--key", default="auto", help="nd-filter grouping key (auto: chosen on the corpus)")
+    p.add_argument("--alpha-lambda", default="4", help="paper recipe: λ, peak α = λ/4 (Eq. 15)")
+    p.add_argument("--alpha-gamma", type=int, help="paper recipe: update of the α peak (default half the run)")
+    p.add_argument("--batch-size", type=int, help="sentences per batch (with or instead of --max-tokens)")
+    p.add_argument("--arch", help="fairseq architecture (default: the scale's)")
+    p.add_argument("--max-units", type=int, help="nd-prepare: conversations to use (cpu scale: 2500)")
+    p.add_argument("--max-valid-pairs", type=int, help="nd-prepare: cap of the validation set (cpu scale: 1000)")
+    p.add_argument("--max-test-pairs", type=int, help="nd-prepare: cap of the test set (cpu scale: 1000)")
+    p.add_argument("--modes", nargs="+", default=["all"], choices=["all", *MODES],
+                   help="decoding modes (greedy, beam5 or all)")
+    p.add_argument("--select-margin", type=float, default=0.05, help="largest relative BLEU-4 loss vs Standard")
+    p.add_argument("--length-ratio", type=float, default=1.5, help="longest mean reply, x the control's")
+    p.add_argument("--samples", type=int, default=8, help="test queries shown with every system's reply")
+    p.add_argument("--validations", type=int, default=10, help="validations per from-scratch run")
+    p.add_argument("--jobs", type=int, default=2, help="training runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--fp16", action="store_const", const=["--fp16"], default=[], help="mixed precision (GPU)")
+    p.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    a = p.parse_args(argv)
+    a.extra = extra
+    scale = SCALES[a.scale]
+    a.base = scale["base"]
+    a.arch = a.arch or scale["arch"]
+    a.batch_size = [] if a.batch_size is None else ["--batch-size", str(a.batch_size)]
+    a.prepare = list(scale["prepare"])
+    for opt in ("max_units", "max_valid_pairs", "max_test_pairs"):
+        flag = "--" + opt.replace("_", "-")
+        if getattr(a, opt) is not None:
+            if flag in a.prepare:
+                a.prepare[a.prepare.index(flag) + 1] = str(getattr(a, opt))
+            else:
+                a.prepare += [flag, str(getattr(a, opt))]
+    for k in ("vocab", "updates", "teacher_updates", "finetune_updates", "max_tokens", "lr", "warmup",
+              "finetune_lr", "alphas"):
+        if getattr(a, k) is None:
+            setattr(a, k, scale[k])
+    a.prepare_input = [x for opt in ("format", "input", "response_input", "valid_input", "test_input",
+                                     "valid_response_input", "test_response_input")
+                       if getattr(a, "prep_" + opt) is not None
+                       for x in (f"--{opt.replace('_', '-')}", getattr(a, "prep_" + opt))]
+    for k in ("updates", "teacher_updates", "finetune_updates", "jobs", "threads", "samples"):
+        if getattr(a, k) < 1:
+            p.error(f"--{k.replace('_', '-')} must be at least 1")
+    for x in a.alphas:
+        if not 0 < float(x) <= 1:
+            p.error(f"--alphas {x}: each α must be in (0, 1]")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    import signal
+
+    # SIGTERM (a job scheduler, a closed terminal) stops the children as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        Recipe(a).main()
+    except RecipeError as err:
+        stop_children()
+        print(f"pipeline.sh: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        stop_children()
+        print("pipeline.sh: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
