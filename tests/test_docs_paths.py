@@ -96,7 +96,12 @@ def expand_braces(text: str):
 
 def _sources():
     """(label, text, folder for relative links) for every tracked Markdown file and docstring."""
-    names = sorted(TRACKED) if TRACKED is not None else [str(p.relative_to(REPO)) for p in REPO.rglob("*")]
+    if TRACKED is not None:
+        names = sorted(TRACKED)
+    else:  # no git: the files on disk, without outputs, build products and hidden folders
+        names = [str(p.relative_to(REPO)) for p in REPO.rglob("*")]
+        names = [n for n in names if not (n.split("/")[0] in USER_ROOTS | {"build", "dist"}
+                                          or any(c.startswith(".") or c.endswith(".egg-info") for c in n.split("/")))]
     for name in names:
         path = REPO / name
         if not path.is_file():
