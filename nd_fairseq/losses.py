@@ -1,6 +1,6 @@
 """The maths of Negative Distillation as small pure functions (tensors in, tensors out).
 
-Equation numbers refer to Li et al., NAACL 2022 (``shared/papers/negative_distillation_naacl2022``).
+Equation numbers refer to Li et al., NAACL 2022; ``docs/method.md`` maps each one to its function and tests.
 The criteria in :mod:`nd_fairseq.criterions` only wire model outputs to these functions.
 """
 

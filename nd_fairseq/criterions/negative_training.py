@@ -23,7 +23,7 @@ batch, EOS included)::
 The window of responses lives in the task's persistent state (``--task negative_distillation``),
 so it is saved in every checkpoint and restored on resume. Validation reports the MLE loss only.
 
-The greedy decoder here (:func:`greedy_decode`, the same choices as ``fairseq-generate --beam 1``)
+The greedy decoder (:func:`nd_fairseq.decoding.greedy_decode`, the choices of ``fairseq-generate --beam 1``)
 is shared with ``unlikelihood_dialog``.
 """
 

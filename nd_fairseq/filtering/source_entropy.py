@@ -185,7 +185,7 @@ def key_function(key: str) -> Callable[[Sequence[str]], Iterable[str]]:
 
     ``exact``: the line itself (Csáky et al.'s "identity" grouping). ``normalized``: NFKC,
     lowercase, whitespace collapsed. ``prefix:K``: the first K normalised words, a coarser key
-    that groups "yeah i know" with "yeah i know right" (see method.md §1).
+    that groups "yeah i know" with "yeah i know right" (see ``docs/method.md`` §3).
     """
     kind, k = parse_key(key)
     if kind == "exact":
