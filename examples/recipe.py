@@ -2,7 +2,7 @@
 """Negative Distillation end to end, for any corpus nd-prepare reads (examples/pipeline.sh runs this).
 
     examples/pipeline.sh --recipe recommended                  # chitchat-dataset, CPU scale
-    examples/pipeline.sh --format eou --input dialogues.txt --work work/mine
+    examples/pipeline.sh --format eou-pairs --input dialogues.txt --work work/mine
 
 Recipes
 -------
