@@ -23,6 +23,7 @@ import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -142,6 +143,28 @@ def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
     return con
 
 
+def read_meta(path: str) -> Dict[str, str]:
+    """The ``meta`` table of a study, read without writing anything, or InputError."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    con = None
+    try:
+        con = sqlite3.connect(uri, uri=True)
+        rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError:
+        raise InputError(f"{path} is not a study file (an SQLite database without the study tables); give "
+                         f"the --db file written by nd-humaneval create") from None
+    finally:
+        if con is not None:
+            con.close()
+    if rows.get("format") != FORMAT:
+        raise InputError(f"{path} is not a study file (no nd-humaneval marker); give the --db file written "
+                         f"by nd-humaneval create")
+    if int(rows.get("version", 0)) > VERSION:
+        raise InputError(f"{path} was written by a newer nd-humaneval (study version {rows['version']}); "
+                         f"upgrade nd_fairseq to read it")
+    return rows
+
+
 class Study:
     """An open study file. Use one per thread (the web server opens one per request)."""
 
@@ -154,22 +177,8 @@ class Study:
             raise InputError(f"{path} is not a study file (not an SQLite database); give the --db file "
                              f"written by nd-humaneval create")
         self.path = path
-        try:
-            self.con = connect(path)
-            rows = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError:
-            self.close()
-            raise InputError(f"{path} is not a study file (an SQLite database without the study tables); give "
-                             f"the --db file written by nd-humaneval create") from None
-        if rows.get("format") != FORMAT:
-            self.close()
-            raise InputError(f"{path} is not a study file (no nd-humaneval marker); give the --db file written "
-                             f"by nd-humaneval create")
-        if int(rows.get("version", 0)) > VERSION:
-            self.close()
-            raise InputError(f"{path} was written by a newer nd-humaneval (study version {rows['version']}); "
-                             f"upgrade nd_fairseq to read it")
-        self.meta = rows
+        self.meta = read_meta(path)  # read-only: a file that is not a study is left exactly as it was
+        self.con = connect(path)
         self.criteria: List[Tuple[str, str]] = self.con.execute(
             "SELECT name, definition FROM criteria ORDER BY position").fetchall()
         self.systems: List[str] = [r[0] for r in self.con.execute("SELECT name FROM systems ORDER BY position")]
