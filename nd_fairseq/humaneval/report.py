@@ -153,8 +153,12 @@ def format_markdown(summary: Dict[str, object]) -> str:
                           f"{_fmt(r['agreement_with_majority'])} ({r['agreement_items']})"]
             lines.append(f"| {row['a']} vs {row['b']} | " + " | ".join(cells) + " |")
         pb = judge["position_bias"]
-        lines += ["", f"agree: % of the items with a human majority (their number in brackets) on which the judge "
-                      f"chose the majority's outcome. Position bias: both orders asked on {pb['pairs_both_orders']} "
+        agree = ("agree: % of the items with a human majority (their number in brackets) on which the judge "
+                 "chose the majority's outcome.")
+        if not pb["answers"]:
+            lines += ["", agree + " Position bias: not measured (these judgments were imported, not asked)."]
+            continue
+        lines += ["", agree + f" Position bias: both orders asked on {pb['pairs_both_orders']} "
                       f"item-criterion pairs; same verdict in both orders {_fmt(pb['consistent'])}%, the left "
                       f"response both times {_fmt(pb['left_both_orders'])}%, the right both times "
                       f"{_fmt(pb['right_both_orders'])}%; left in {_fmt(pb['left_share_of_non_ties'])}% of the "
@@ -196,8 +200,9 @@ def plot(summary: Dict[str, object], path_or_file) -> None:
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels)
         ax.invert_yaxis()
-    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=False, bbox_to_anchor=(1.0, 1.08), ncol=3)
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path_or_file, format="png", dpi=150)
     plt.close(fig)
 

@@ -144,6 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         with store.Study(self.server.study_path) as st:
             if criterion not in st.criterion_names:
                 return self._error(400, f"criterion {criterion!r} is not in this study")
+            st.ensure_assignments(name)
             view = st.view(name, position)
             if view is None:
                 return self._error(404, f"{name} has no item {position}")
