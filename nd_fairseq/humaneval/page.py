@@ -104,7 +104,7 @@ function buildCriteria() {{
       b.dataset.criterion = c.name; b.dataset.choice = choice;
       b.append(LABELS[choice] + " ");
       const k = document.createElement("kbd"); k.textContent = KEYCAP[choice]; b.append(k);
-      b.addEventListener("click", e => {{ e.currentTarget.blur(); answer(i, choice); }});
+      b.addEventListener("click", e => {{ e.stopPropagation(); e.currentTarget.blur(); answer(i, choice); }});
       buttons.append(b);
     }});
     row.append(name, buttons, def);
