@@ -103,8 +103,11 @@ def _read(path: str, fmt: Optional[str]) -> List[Dict[str, str]]:
 
 def _annotator_ok(name: str, where: str) -> str:
     name = (name or "").strip()
-    plain = name[len(store.JUDGE_PREFIX):] if name.startswith(store.JUDGE_PREFIX) else name
-    why = check_annotator(plain)
+    if name.startswith(store.JUDGE_PREFIX):  # a judge is named after its model: any name without spaces
+        if len(name) > len(store.JUDGE_PREFIX) and not any(c.isspace() for c in name):
+            return name
+        raise InputError(f"{where}: annotator {name!r}: give the judge's name after llm:, without spaces")
+    why = check_annotator(name)
     if why:
         raise InputError(f"{where}: annotator {name!r}: {why}")
     return name
