@@ -4,6 +4,7 @@ Answers three items with clicks and keys, reloads, resumes at item 4; the judgme
 database; then the server is killed with SIGKILL, restarted, and the page resumes again.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -158,3 +159,9 @@ def test_annotate_three_items_reload_resume_and_survive_sigkill(tmp_path, browse
         assert db_rows(db, "SELECT COUNT(*) FROM judgments WHERE annotator = 'alice'") == [(12,)]
     finally:
         srv.stop()
+    run_cli(["nd-humaneval", "report", db, "--quiet"])
+    summary = json.loads((tmp_path / "study.report.json").read_text(encoding="utf-8"))
+    (alice,) = summary["per_annotator"]
+    assert (alice["annotator"], alice["items_complete"], alice["judgments"], alice["sources"]) == \
+        ("alice", 4, 12, ["web"])
+    assert 0 <= alice["median_seconds_per_item"] < 600

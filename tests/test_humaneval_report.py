@@ -14,6 +14,7 @@ from conftest import run_cli  # noqa: E402
 from studykit import SYS_A, SYS_B, create_args, make_inputs  # noqa: E402
 
 from nd_fairseq.humaneval.agreement import fleiss_kappa, majority  # noqa: E402
+from nd_fairseq.humaneval.report import seconds_per_item  # noqa: E402
 
 # Fleiss (1971)-style worked example as used in many textbooks: 10 subjects, 14 raters, 5 categories
 FLEISS_EXAMPLE = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
@@ -101,7 +102,7 @@ def test_report_figures_equal_hand_computed(tmp_path):
     assert counts == {"alice": (4, 8), "bob": (4, 8), "carol": (4, 8), "llm:judgex": (4, 8)}
     md = Path(f"{prefix}.md").read_text(encoding="utf-8")
     assert f"| {SYS_A} vs {SYS_B} | 41.7 | 41.7 | 16.7 | 0.467 | 50.0 | 0.0 | 50.0 | 1.000 |" in md
-    assert "| alice | 4 / 4 | 8 |" in md and "75.0 (4)" in md
+    assert "| alice | 4 / 4 | 8 | – |" in md and "75.0 (4)" in md  # imported: no time per item
     assert md.strip() in proc.stdout
     import matplotlib
 
@@ -127,3 +128,16 @@ def test_report_output_prefix_and_empty_study(tmp_path):
     assert summary["table"][0]["criteria"]["fluency"]["n"] == 0
     assert summary["table"][0]["criteria"]["fluency"]["kappa"] is None
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["table4.json", "table4.md", "table4.png"]
+
+
+def test_seconds_per_item():
+    def row(item, t, source="web"):
+        return {"item_id": item, "created": t, "source": source}
+
+    # items finished at 10, 40 (last of two judgments), 50, 2000 (after a break), 2030; imported ignored
+    rows = [row(1, 10.0), row(2, 35.0), row(2, 40.0), row(3, 50.0), row(4, 2000.0), row(5, 2030.0),
+            row(6, 2031.0, "import")]
+    # gaps 30, 10, (1950 dropped), 30 -> median 30
+    assert seconds_per_item(rows) == 30.0
+    assert seconds_per_item(rows[:4]) == 20.0  # gaps 30, 10
+    assert seconds_per_item([row(1, 5.0)]) is None

@@ -47,6 +47,26 @@ def position_bias(study: store.Study, judge: str) -> Dict[str, object]:
             "left_share_of_non_ties": _pct(sided.count("left"), len(sided))}
 
 
+BREAK_SECONDS = 600
+
+
+def seconds_per_item(rows: List[dict]) -> Optional[float]:
+    """Median time between consecutive items an annotator finished on the web page.
+
+    An item is finished at its last judgment; gaps over BREAK_SECONDS are breaks, not work.
+    """
+    finished: Dict[int, float] = {}
+    for j in rows:
+        if j["source"] == "web":
+            finished[j["item_id"]] = max(finished.get(j["item_id"], 0.0), j["created"])
+    times = sorted(finished.values())
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b - a <= BREAK_SECONDS)
+    if not gaps:
+        return None
+    mid = len(gaps) // 2
+    return round(gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2, 1)
+
+
 def summarize(study: store.Study) -> Dict[str, object]:
     """Everything the report shows, as plain data (this is the JSON written)."""
     criteria = study.criterion_names
@@ -112,6 +132,7 @@ def summarize(study: store.Study) -> Dict[str, object]:
             per_item[j["item_id"]] += 1
         per_annotator.append({"annotator": name, "judgments": len(rows),
                               "items_complete": sum(1 for c in per_item.values() if c == k),
+                              "median_seconds_per_item": seconds_per_item(rows),
                               "sources": sorted({j["source"] for j in rows})})
     return {"study": os.path.abspath(study.path), "queries": int(study.meta.get("n", 0)), "items": len(items),
             "criteria": criteria, "systems": study.systems, "annotators": humans, "judges": judges,
@@ -164,9 +185,10 @@ def format_markdown(summary: Dict[str, object]) -> str:
                       f"{_fmt(pb['right_both_orders'])}%; left in {_fmt(pb['left_share_of_non_ties'])}% of the "
                       f"non-tie answers; {pb['failed']} of {pb['answers']} answers failed (unreadable, not "
                       f"counted). A verdict that changes with the order counts as a tie."]
-    lines += ["", "| Annotator | items complete | judgments |", "|---|---:|---:|"]
+    lines += ["", "| Annotator | items complete | judgments | median s / item |", "|---|---:|---:|---:|"]
     for a in summary["per_annotator"]:
-        lines.append(f"| {a['annotator']} | {a['items_complete']} / {summary['items']} | {a['judgments']} |")
+        lines.append(f"| {a['annotator']} | {a['items_complete']} / {summary['items']} | {a['judgments']} | "
+                     f"{_fmt(a['median_seconds_per_item'])} |")
     return "\n".join(lines) + "\n"
 
 
