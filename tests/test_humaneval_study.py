@@ -141,3 +141,10 @@ def test_no_fairseq_or_torch_import():
             "print(sorted(m for m in ('fairseq', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_multi_turn_queries_shown_one_turn_a_line():
+    from nd_fairseq.humaneval.study import display_query
+
+    assert display_query("hi there ! __eou__ hello , how are you ?") == "hi there !\nhello , how are you ?"
+    assert display_query("just one turn") == "just one turn"

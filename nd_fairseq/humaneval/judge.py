@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..pneg.backends import Backend, RequestRejected
 from . import store
+from .study import display_query
 
 ANSWER_END = "###"
 _LINE = re.compile(r"^\s*[-*]?\s*([A-Za-z_-]+)\s*[:=]\s*\**\s*(response\s*)?(1|2|tie|equal|same)\b", re.I)
@@ -33,7 +34,8 @@ def build_prompt(query: str, first: str, second: str, criteria: Sequence[Tuple[s
              "they are equally good. Judge each response on its own merits; their order is random.", "",
              "Criteria:"]
     lines += [f"- {name}: {definition}" for name, definition in criteria]
-    lines += ["", f"Query: {query}", f"Response 1: {first or '(empty response)'}",
+    lines += ["", "Query: " + display_query(query).replace("\n", " / "),
+              f"Response 1: {first or '(empty response)'}",
               f"Response 2: {second or '(empty response)'}", "",
               "Answer with one line per criterion, in this form, then " + ANSWER_END + ":"]
     lines += [f"{name}: 1, 2 or tie" for name, _ in criteria]

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..io_utils import InputError
 from . import page, store
+from .study import display_query
 
 ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 MAX_BODY = 4096
@@ -165,8 +166,8 @@ class Handler(BaseHTTPRequestHandler):
             view = st.view(name, position)
             if view is None:
                 return self._error(404, f"{name} has no item {position} (the study has {st.n_items})")
-            return self._json({"position": position, "total": st.n_items, "query": view.item.query,
-                               "left": view.left, "right": view.right,
+            return self._json({"position": position, "total": st.n_items,
+                               "query": display_query(view.item.query), "left": view.left, "right": view.right,
                                "choices": st.choices_at(name, view.item.id),
                                "done": len(st.completed_positions(name))})
 

@@ -34,6 +34,13 @@ class SystemOutput:
     responses: List[str]
 
 
+def display_query(query: str) -> str:
+    """A multi-turn context (turns joined by ``__eou__``) as one turn per line."""
+    if "__eou__" not in query:
+        return query
+    return "\n".join(t.strip() for t in query.split("__eou__") if t.strip())
+
+
 def parse_system(spec: str) -> Tuple[str, str]:
     """``NAME=FILE`` of ``--system``."""
     name, sep, path = spec.partition("=")
