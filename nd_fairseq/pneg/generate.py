@@ -42,6 +42,12 @@ def derive_seed(seed: int, example_id: str, attempt: int) -> int:
     return int(digest[:12], 16)
 
 
+def _decoded_lines(data: bytes) -> List[str]:
+    """Lines of a results file's bytes; a leading UTF-8 BOM is not part of the first record."""
+    text = data.decode("utf-8", "replace")
+    return (text[1:] if text.startswith("\ufeff") else text).split("\n")
+
+
 class ResultStore:
     """Append-only JSON-lines results keyed by ``id`` (the last record of an id wins)."""
 
@@ -66,7 +72,7 @@ class ResultStore:
                 os.fsync(f.fileno())
             self.repaired = True
             data = data[:cut]
-        for no, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+        for no, line in enumerate(_decoded_lines(data), 1):
             if not line.strip():
                 continue
             try:
@@ -119,7 +125,7 @@ def read_results(path: str) -> Dict[str, dict]:
     with open(path, "rb") as f:
         data = f.read()
     data = data[:data.rfind(b"\n") + 1]
-    for no, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+    for no, line in enumerate(_decoded_lines(data), 1):
         if not line.strip():
             continue
         try:
