@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generations per context before recording a failure (default 5)")
     s.add_argument("--retry-failed", action="store_true", help="regenerate contexts recorded as failed")
     s.add_argument("--limit", type=int, default=None, help="generate at most N new contexts in this run")
+    s.add_argument("--interrupt-grace", type=float, default=2.0, metavar="SECONDS",
+                   help="on Ctrl-C, wait this long for requests in flight and save what completes; the rest "
+                        "is abandoned and regenerated on resume (default 2)")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     s = sub.add_parser("filter", help="re-check generated negatives (Appendix F) and count rejections")
@@ -267,11 +270,13 @@ def cmd_generate(args) -> int:
 
     if args.max_attempts < 1:
         raise InputError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    if not args.interrupt_grace >= 0:
+        raise InputError(f"--interrupt-grace must be >= 0 seconds, got {args.interrupt_grace}")
     config, pool = _pool(args)
     examples = _examples(args)
     backend = make_backend(args)
     gen = GenerationConfig(prompt=config, filter=_filter_config(args), max_attempts=args.max_attempts,
-                           retry_failed=args.retry_failed, limit=args.limit)
+                           retry_failed=args.retry_failed, limit=args.limit, interrupt_grace=args.interrupt_grace)
     try:
         summary = generate(examples, pool, backend, args.output, gen, progress=not args.quiet)
     finally:
@@ -430,8 +435,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except InputError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished records are saved, rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = f" ({err})" if str(err) else ""
+        print(f"{PROG}: interrupted; finished records are saved{detail}, rerun the same command to resume",
+              file=sys.stderr)
         return 130
 
 
