@@ -187,6 +187,18 @@ def test_cli_build_candidates_and_export(tmp_path):
                    "--valid", tmp_path / "test.jsonl", "--pneg", results, "--out-dir", tmp_path / "c3"], check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--valid-pneg" in bad.stderr
     assert not (tmp_path / "c3").exists()
+    valid_results = tmp_path / "negs.valid.jsonl"
+    valid_results.write_text("".join(json.dumps({"id": e.id, "status": "ok", "negatives": [
+        f"Valid made up {e.id} {j}." for j in range(5)]}) + "\n" for e in exs[20:]))
+    run_cli(["nd-pneg", "build-candidates", "--train", tmp_path / "train.jsonl", "--test", tmp_path / "test.jsonl",
+             "--valid", tmp_path / "test.jsonl", "--pneg", results, "--valid-pneg", valid_results,
+             "--out-dir", tmp_path / "c4"])
+    valid_pneg = read_candidates(str(tmp_path / "c4" / "valid.pneg.jsonl"))
+    assert len(valid_pneg) == 10
+    for cs in valid_pneg:  # the validation contexts' own PNEG negatives, not the training ones of the same id
+        assert Counter(cs.kinds) == {"positive": 1, "random": 5, "pneg": 5}
+        assert {c for c, k in zip(cs.candidates, cs.kinds) if k == "pneg"} == {f"Valid made up {cs.id} {j}."
+                                                                               for j in range(5)}
     run_cli(["nd-pneg", "export-negatives", "--input", tmp_path / "train.jsonl", "--generated", results,
              "--output", tmp_path / "train.negatives.jsonl"])
     lines = (tmp_path / "train.negatives.jsonl").read_text().splitlines()
