@@ -335,7 +335,7 @@ def cmd_build_candidates(args) -> int:
         raise InputError("give either --valid (a validation file) or --valid-fraction (carved from --train), not both")
     if args.valid_fraction is not None and not 0.0 < args.valid_fraction < 1.0:
         raise InputError(f"--valid-fraction must be between 0 and 1 (exclusive), got {args.valid_fraction:g}")
-    valid_pneg_needed = (args.valid and "pneg" in sources and args.valid_protocol == "source")
+    valid_pneg_needed = bool(args.valid) and "pneg" in sources and args.valid_protocol == "source"
     if valid_pneg_needed and not args.valid_pneg:
         raise InputError("source 'pneg' validated on its own negatives needs --valid-pneg RESULTS (nd-pneg generate "
                          "run on --valid), or use --valid-fraction, or --valid-protocol random")

@@ -16,6 +16,10 @@ as RoBERTa's ranking recipes build it. The context is left-truncated to its most
 before binarising so that fairseq's right-truncation never cuts the turn being answered.
 Scoring loads the checkpoint with ``checkpoint_utils`` and builds the same token sequences.
 
+Each source's ranker validates on that source's ``valid.<source>.jsonl`` and keeps the checkpoint
+of lowest validation loss (Appendix A); fairseq's ``--patience`` ends training once the loss has
+stopped falling, and the epochs run and the best epoch are read back from the training log.
+
 fairseq and torch are imported inside the functions that need them.
 """
 
@@ -34,6 +38,7 @@ from typing import Dict, List, Optional, Sequence
 from ..io_utils import InputError, write_lines_atomic
 from .candidates import CandidateSet, candidate_files, read_candidates
 from .metrics import selection_metrics
+from .shortcuts import BASELINES, DESCRIPTIONS, NEAR_RATIO, baseline_metrics, length_profile, shortcut_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -328,8 +333,6 @@ def run_benchmark(candidates_dir: str, work_dir: str, sources: Optional[Sequence
     baselines of :mod:`.shortcuts` on the same test sets and the candidates' length profile.
     ``jobs`` fairseq-train processes run at once (each single-threaded on CPU by default).
     """
-    from .shortcuts import baseline_metrics, length_profile, shortcut_warnings
-
     cfg = cfg or RankerConfig()
     files = candidate_files(candidates_dir)
     available = sorted(k.split(".", 1)[1] for k in files if k.startswith("train."))
@@ -439,8 +442,6 @@ def format_table(results: Dict[str, object]) -> str:
 
 def format_report(results: Dict[str, object]) -> str:
     """``report.md``: settings, rankers, shortcut baselines (with the warning rule), candidate lengths."""
-    from .shortcuts import BASELINES, DESCRIPTIONS, NEAR_RATIO
-
     cfg, built = results["config"], results.get("candidates") or {}
     protocols = sorted({e.get("validation", "none") for e in results["sources"].values()})
     lines = ["# PNEG response-selection benchmark", "",
