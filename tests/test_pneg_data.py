@@ -8,8 +8,8 @@ import pytest
 
 from conftest import run_cli
 from nd_fairseq.io_utils import InputError
-from nd_fairseq.pneg.candidates import (CandidateSet, build_eval_sets, build_training_sets, build_valid_set,
-                                        read_candidates, write_candidates)
+from nd_fairseq.pneg.candidates import (CandidateSet, build_eval_sets, build_training_sets, build_valid_sets,
+                                        carve_validation, read_candidates, write_candidates)
 from nd_fairseq.pneg.data import (Example, detect_format, load_examples, read_dailydialog_pp, read_pairs,
                                   write_dailydialog_pp, write_pairs)
 from nd_fairseq.pneg.export import aligned_negatives
@@ -104,7 +104,7 @@ def test_training_sets_composition_and_shuffle():
             want = {"positive": 1, "random": 10} if source == "random" else {"positive": 1, "random": 5, source: 5}
             assert kinds == want
             assert cs.kinds[cs.label] == "positive"
-            assert cs.candidates[cs.label] == exs[int(cs.id)].positives[0]
+            assert cs.candidates[cs.label] in exs[int(cs.id)].positives
             assert len({normalise(c) for c in cs.candidates}) == 11  # no duplicates
     labels = [cs.label for cs in sets["human"]]
     assert len(set(labels)) > 5  # the positive moves around
@@ -112,6 +112,9 @@ def test_training_sets_composition_and_shuffle():
     assert [c.to_json() for c in again["bm25"]] == [c.to_json() for c in sets["bm25"]]
     other = build_training_sets(exs, ["human"], seed=2)
     assert [c.label for c in other["human"]][:30] != labels
+    # every source trains a context on the same positive
+    chosen = {cs.id: cs.candidates[cs.label] for cs in sets["random"]}
+    assert all(chosen[cs.id] == cs.candidates[cs.label] for v in sets.values() for cs in v)
     everyone = build_training_sets(exs, ["random", "pneg"], seed=1, pneg=pneg, common=False)
     assert len(everyone["random"]) == 40 and len(everyone["pneg"]) == 30
 
@@ -130,8 +133,13 @@ def test_eval_sets_human_and_context_fallback():
         assert turn in no_adv[int(cs.id)].context
     for cs in tests["random"]:
         assert Counter(cs.kinds) == {"positive": 1, "random": 5} and len(cs.candidates) == 6
-    valid = build_valid_set(exs, seed=1)
-    assert all(len(cs.candidates) == 11 and Counter(cs.kinds)["human"] == 5 for cs in valid)
+    for cs_r, cs_a in zip(tests["random"], tests["adversarial"]):  # both test sets share a context's positive
+        assert cs_r.id == cs_a.id and cs_r.candidates[cs_r.label] == cs_a.candidates[cs_a.label]
+    valid = build_valid_sets(exs, ["random", "human"], seed=1)
+    assert all(len(cs.candidates) == 11 and Counter(cs.kinds)["human"] == 5 for cs in valid["human"])
+    assert all(Counter(cs.kinds) == {"positive": 1, "random": 10} for cs in valid["random"])
+    shared = build_valid_sets(exs, ["random", "human"], seed=1, protocol="random")
+    assert shared["human"] == shared["random"] and all("human" not in cs.kinds for cs in shared["human"])
 
 
 def test_candidate_file_roundtrip_and_errors(tmp_path):
@@ -163,13 +171,34 @@ def test_cli_build_candidates_and_export(tmp_path):
     recs += [{"id": "15", "status": "failed", "attempts": 5}]
     results.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = run_cli(["nd-pneg", "build-candidates", "--train", tmp_path / "train.jsonl", "--test", tmp_path / "test.jsonl",
-                   "--valid", tmp_path / "test.jsonl", "--pneg", results, "--out-dir", tmp_path / "cands"])
+                   "--valid", tmp_path / "test.jsonl", "--valid-protocol", "random", "--pneg", results,
+                   "--out-dir", tmp_path / "cands"])
     summary = json.loads((tmp_path / "cands" / "summary.json").read_text())
     assert summary["train"] == {"random": 15, "bm25": 15, "pneg": 15, "human": 15}, out.stdout
-    assert summary["test"] == {"random": 10, "adversarial": 10} and summary["valid"] == 10
+    assert summary["test"] == {"random": 10, "adversarial": 10}
+    assert summary["valid"] == {"random": 10, "bm25": 10, "pneg": 10, "human": 10}
+    assert summary["valid_protocol"] == "random" and summary["positive"] == "random"
     names = sorted(p.name for p in (tmp_path / "cands").iterdir())
     assert names == ["summary.json", "test.adversarial.jsonl", "test.random.jsonl", "train.bm25.jsonl",
-                     "train.human.jsonl", "train.pneg.jsonl", "train.random.jsonl", "valid.jsonl"]
+                     "train.human.jsonl", "train.pneg.jsonl", "train.random.jsonl", "valid.bm25.jsonl",
+                     "valid.human.jsonl", "valid.pneg.jsonl", "valid.random.jsonl"]
+    # pneg validated on its own negatives needs them for the validation contexts
+    bad = run_cli(["nd-pneg", "build-candidates", "--train", tmp_path / "train.jsonl", "--test", tmp_path / "test.jsonl",
+                   "--valid", tmp_path / "test.jsonl", "--pneg", results, "--out-dir", tmp_path / "c3"], check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--valid-pneg" in bad.stderr
+    assert not (tmp_path / "c3").exists()
+    valid_results = tmp_path / "negs.valid.jsonl"
+    valid_results.write_text("".join(json.dumps({"id": e.id, "status": "ok", "negatives": [
+        f"Valid made up {e.id} {j}." for j in range(5)]}) + "\n" for e in exs[20:]))
+    run_cli(["nd-pneg", "build-candidates", "--train", tmp_path / "train.jsonl", "--test", tmp_path / "test.jsonl",
+             "--valid", tmp_path / "test.jsonl", "--pneg", results, "--valid-pneg", valid_results,
+             "--out-dir", tmp_path / "c4"])
+    valid_pneg = read_candidates(str(tmp_path / "c4" / "valid.pneg.jsonl"))
+    assert len(valid_pneg) == 10
+    for cs in valid_pneg:  # the validation contexts' own PNEG negatives, not the training ones of the same id
+        assert Counter(cs.kinds) == {"positive": 1, "random": 5, "pneg": 5}
+        assert {c for c, k in zip(cs.candidates, cs.kinds) if k == "pneg"} == {f"Valid made up {cs.id} {j}."
+                                                                               for j in range(5)}
     run_cli(["nd-pneg", "export-negatives", "--input", tmp_path / "train.jsonl", "--generated", results,
              "--output", tmp_path / "train.negatives.jsonl"])
     lines = (tmp_path / "train.negatives.jsonl").read_text().splitlines()
@@ -197,7 +226,7 @@ def test_package_imports_without_fairseq_or_torch():
     import sys
 
     code = ("import sys, nd_fairseq.pneg, nd_fairseq.pneg.cli, nd_fairseq.pneg.generate, nd_fairseq.pneg.candidates, "
-            "nd_fairseq.pneg.ranker, nd_fairseq.pneg.backends, nd_fairseq.pneg.export; "
+            "nd_fairseq.pneg.ranker, nd_fairseq.pneg.backends, nd_fairseq.pneg.export, nd_fairseq.pneg.shortcuts; "
             "print('torch' in sys.modules, 'fairseq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -134,6 +134,42 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
 
 
 @pytest.mark.cli
+def test_ctrl_c_keeps_what_completes_and_abandons_a_stuck_request(tmp_path):
+    prefix = write_targets(tmp_path, 12)
+    out = tmp_path / "negs.jsonl"
+    with CompletionsServer() as server:
+        # two requests in flight: one answers 0.8 s after it arrives, the other would take a minute
+        server.queue(("sleep", 0.8), ("sleep", 60))
+        proc = subprocess.Popen(generate_cmd(prefix, out, server.url, "--concurrency", "2", "--quiet"),
+                                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.time() + 60
+        while time.time() < deadline and len(server.requests) < 2:
+            time.sleep(0.02)
+        assert len(server.requests) >= 2, "the child never sent two requests"
+        proc.send_signal(signal.SIGINT)
+        t_int = time.time()
+        _, err = proc.communicate(timeout=40)
+        stopped_after = time.time() - t_int
+        requested = ids_of_requests(server, prefix)
+        # before: 60 s (the stuck request was waited for) and the 0.8 s one was thrown away
+        assert stopped_after < 15, f"took {stopped_after:.1f} s to stop after Ctrl-C"
+        assert proc.returncode == 130 and "rerun the same command to resume" in err
+        assert "1 request(s) still in flight were abandoned" in err
+        slow = requested[1]
+        done, _ = file_ids(out)
+        # every answered request is kept (the 0.8 s one included, whether it came before or after
+        # the signal), the stuck one is not
+        assert set(done) == set(requested) - {slow} and slow not in done and requested[0] in done
+        server.requests.clear()
+        run_cli(generate_cmd(prefix, out, server.url, "--quiet"))
+        again = ids_of_requests(server, prefix)
+    assert slow in again and not set(again) & set(done)
+    ids, _ = file_ids(out)
+    assert sorted(ids, key=int) == [str(i) for i in range(12)]
+
+
+@pytest.mark.cli
 def test_failed_records_retry_limit_and_settings_guard(tmp_path):
     prefix = write_targets(tmp_path, 6)
     out = tmp_path / "negs.jsonl"

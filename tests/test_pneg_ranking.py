@@ -98,3 +98,54 @@ def ranker_task_args(data_dir):
                               init_token=0, separator_token=2, max_option_length=cfg.max_option_length,
                               shorten_method="truncate", shorten_data_split_list="", max_positions=cfg.max_positions,
                               seed=1, dataset_impl="mmap", no_shuffle=True)
+
+
+@pytest.mark.cli
+def test_rank_benchmark_validates_per_source_stops_early_and_reports(tmp_path):
+    from nd_fairseq.pneg.data import write_dailydialog_pp
+    from nd_fairseq.pneg.shortcuts import baseline_metrics, shortcut_warnings
+    from test_pneg_benchmark import graded_positives
+
+    write_dailydialog_pp(str(tmp_path / "train.jsonl"), graded_positives(48))
+    write_dailydialog_pp(str(tmp_path / "test.jsonl"), graded_positives(10))
+    cands = tmp_path / "cands"
+    run_cli(["nd-pneg", "build-candidates", "--train", tmp_path / "train.jsonl", "--test", tmp_path / "test.jsonl",
+             "--sources", "random,human", "--valid-fraction", "0.25", "--seed", "3", "--out-dir", cands])
+    work = tmp_path / "runs"
+    # lr 0: the validation loss never changes, so patience 1 must stop after epoch 2 of 6 (epoch 1 sets the
+    # best loss, epoch 2 does not lower it); fairseq saves checkpoint_best on a tie, so the best is epoch 2
+    out = run_cli(["nd-pneg", "rank-benchmark", "--candidates", cands, "--work-dir", work, "--max-epoch", "6",
+                   "--patience", "1", "--lr", "0", "--seed", "7", "--quiet"])
+    report = json.loads((work / "report.json").read_text())
+    assert report["candidates"]["valid_protocol"] == "source" and report["candidates"]["seed"] == 3
+    for source in ("random", "human"):
+        e = report["sources"][source]
+        log = (work / source / "checkpoints" / "train.log").read_text()
+        assert "--patience 1" in log and e["validated"] and e["validation"] == "source"
+        assert e["valid_contexts"] == 12 and e["train_contexts"] == 36 and e["seed"] == 7
+        assert (e["epochs_run"], e["best_epoch"], e["early_stopped"]) == (2, 2, True)
+        assert list(e["valid_loss"]) == ["1", "2"] and e["train_seconds"] > 0
+        labels = (work / source / "data" / "label" / "valid.label").read_text().split()
+        assert len(labels) == 12  # its own validation file, not another source's
+    tests = {t: read_candidates(str(cands / f"test.{t}.jsonl")) for t in ("random", "adversarial")}
+    for t, sets in tests.items():
+        want = baseline_metrics(sets)
+        assert report["baselines"][t] == json.loads(json.dumps(want))
+    assert report["warnings"] == shortcut_warnings(report["baselines"], report["sources"])
+    md = (work / "report.md").read_text()
+    assert md == out.stdout.split("\n-> ")[0].rstrip("\n") + "\n"
+    assert "ranker seed 7; candidate sets built with seed 3, positive: random" in md
+    assert "validation protocol: per source" in md and "0.25 of the contexts of" in md
+    assert "early stopping with patience 1" in md
+    row = next(line for line in md.splitlines() if line.startswith("| human |"))
+    assert row.split(" | ")[5:9] == ["36", "7", "2", "2"] and row.endswith(" s |")
+    m = baseline_metrics(tests["adversarial"])["shortest"]
+    assert f"| shortest candidate | " in md and f"{m['R@1']:.3f} | {m['MRR']:.3f} |" in md
+    assert "| random (expected value) | 0.167 | 0.408 | 0.167 | 0.408 |" in md  # 1/6 and H_6 / 6
+    assert "rule: a warning when the best baseline's R@1 is at least 0.8 times the best ranker's R@1" in md
+    assert ("Warning: " in md) == bool(report["warnings"])
+    assert "| test.adversarial | human | 50 | 8.0 | 8 | 8-8 |" in md  # "My cousin i loves painting fences number j."
+    bad = run_cli(["nd-pneg", "rank-benchmark", "--candidates", cands, "--work-dir", work, "--patience", "-1"],
+                  check=False)
+    assert bad.returncode == 2
+    assert bad.stderr == "nd-pneg: error: --patience must be >= 0 (0: no early stopping), got -1\n"

@@ -19,7 +19,8 @@ OUT=${OUT:-runs/pneg}
 CONCURRENCY=${CONCURRENCY:-8}
 SOURCES=${SOURCES:-random,bm25,pneg,human}
 ND_TRAIN=${ND_TRAIN:-}          # optional: prefix of nd-prepare's train.query/train.response
-RANK_ARGS=${RANK_ARGS:-"--max-epoch 3"}   # e.g. "--max-update 100 --jobs 2" for a quick look
+RANK_ARGS=${RANK_ARGS:-"--max-epoch 10 --patience 2"}   # e.g. "--max-update 100 --jobs 2" for a quick look
+VALID_PROTOCOL=${VALID_PROTOCOL:-source}  # source: each source validates on its own negatives; random: 1 + 10 random
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 mkdir -p "$OUT"
@@ -31,11 +32,20 @@ nd-pneg prompt --examples "$DDPP/train.json" --input "$DDPP/train.json" --index 
 nd-pneg generate --examples "$DDPP/train.json" --input "$DDPP/train.json" \
   --output "$OUT/pneg.train.jsonl" --base-url "$BASE_URL" --model "$MODEL" --concurrency "$CONCURRENCY"
 
-# 3. candidate sets: train 1 positive + 5 random + 5 per source; test random and adversarial (1 + 5)
-nd-pneg build-candidates --train "$DDPP/train.json" --valid "$DDPP/dev.json" --test "$DDPP/test.json" \
+# 3. candidate sets: train 1 positive + 5 random + 5 per source; validation per --valid-protocol;
+#    test random and adversarial (1 + 5); the positive is drawn among each context's five (seeded)
+VALID_ARGS=(--valid "$DDPP/dev.json" --valid-protocol "$VALID_PROTOCOL")
+if [ "$VALID_PROTOCOL" = source ] && [[ ",$SOURCES," == *,pneg,* ]]; then
+  # pneg validated on its own negatives: generate them for the validation contexts too
+  nd-pneg generate --examples "$DDPP/train.json" --input "$DDPP/dev.json" \
+    --output "$OUT/pneg.dev.jsonl" --base-url "$BASE_URL" --model "$MODEL" --concurrency "$CONCURRENCY"
+  VALID_ARGS+=(--valid-pneg "$OUT/pneg.dev.jsonl")
+fi
+nd-pneg build-candidates --train "$DDPP/train.json" "${VALID_ARGS[@]}" --test "$DDPP/test.json" \
   --sources "$SOURCES" --pneg "$OUT/pneg.train.jsonl" --out-dir "$OUT/candidates"
 
-# 4. one fairseq ranker per source (sentence_ranking, small roberta from scratch), R@1 and MRR
+# 4. one fairseq ranker per source (sentence_ranking, small roberta from scratch), R@1 and MRR, beside
+#    the shortcut baselines (shortest, longest, most overlap, random) and the candidates' lengths
 # shellcheck disable=SC2086
 nd-pneg rank-benchmark --candidates "$OUT/candidates" --work-dir "$OUT/rankers" $RANK_ARGS
 cat "$OUT/rankers/report.md"

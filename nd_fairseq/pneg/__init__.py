@@ -9,6 +9,8 @@ Pipeline (``nd-pneg`` subcommands in brackets):
 * :mod:`.generate`: resumable, concurrent generation with regeneration on rejection [generate];
 * :mod:`.retrieval`, :mod:`.candidates`: BM25 negatives and the candidate sets [build-candidates];
 * :mod:`.ranker`, :mod:`.metrics`: fairseq rankers, R@1 and MRR (Table 1) [rank-benchmark];
+* :mod:`.shortcuts`: trivial baselines (shortest, longest, overlap, random) and length profiles
+  that the benchmark report sets beside the rankers [rank-benchmark];
 * :mod:`.export`: negatives aligned with a training set, for the ND criterion [export-negatives].
 
 Importing this package imports neither fairseq nor torch; the ranker and the fairseq-LM backend

@@ -2,13 +2,23 @@
 
 * training, per negative source S: 1 positive + 5 random + 5 negatives of S (11 candidates);
   for S = random the second five are five more random responses;
-* validation (shared by all sources, so model selection is comparable): 1 positive + 5 random +
-  5 adversarial (human where the data has them, else one context turn and four random);
+* validation, per source (``--valid-protocol source``, the default): the training recipe of S on
+  the validation contexts, so each ranker's best checkpoint is chosen on negatives its own source
+  could have produced (a random-negative ranker never sees a human negative before testing); or
+  (``random``) 1 positive + 10 random for every source, the negatives any training protocol has;
 * BM25 negatives are the top five retrieved responses; when fewer than five responses share a
   word with the context, the rest are random (marked ``random`` in ``kinds``);
 * test: ``random`` = 1 positive + 5 random; ``adversarial`` = 1 positive + 5 human adversarial
   negatives, or, for data without them (plain pairs, PersonaChat in §3.2), one context turn plus
   four random responses (Gupta et al. 2021; Whang et al. 2021).
+
+The positive: DailyDialog++ has five per context and PNEG uses one, without saying which. The
+first is not a neutral choice: in DailyDialog++ it is the shortest on average, which hands a
+length shortcut to any scorer. The default (``positive="random"``) draws one of the positives
+per context, seeded by (seed, split, id), so every positive is equally likely, the chosen
+positives' length distribution is that of all positives, the number of candidate sets stays the
+number of contexts the paper reports, and every source and both test sets of a context share the
+same positive. ``positive="first"`` keeps the older behaviour for comparison.
 
 Negative sources: ``random`` (the data's random negatives, else sampled from the split's
 responses), ``bm25`` (:mod:`.retrieval`), ``pneg`` (an ``nd-pneg generate`` results file),
@@ -22,7 +32,7 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..io_utils import AtomicFiles, InputError, require_file
 from .data import Example
@@ -32,6 +42,8 @@ from .retrieval import bm25_negatives
 
 SOURCES = ("random", "bm25", "pneg", "human")
 TEST_SETS = ("random", "adversarial")
+POSITIVE_CHOICES = ("random", "first")
+VALID_PROTOCOLS = ("source", "random")
 
 
 @dataclass
@@ -129,10 +141,33 @@ def split_responses(examples: Sequence[Example]) -> List[str]:
     return [p for ex in examples for p in ex.positives]
 
 
+def choose_positive(example: Example, seed: int, split: str, mode: str = "random") -> str:
+    """The one positive of ``example`` in the candidate sets of ``split`` (see the module notes)."""
+    if mode == "first" or len(example.positives) == 1:
+        return example.positives[0]
+    if mode != "random":
+        raise InputError(f"unknown --positive {mode!r}: use {' or '.join(POSITIVE_CHOICES)}")
+    return example.positives[_rng(seed, "positive-" + split, example.id).randrange(len(example.positives))]
+
+
+def covered(example: Example, sources: Sequence[str], pneg: Optional[Dict[str, List[str]]]) -> bool:
+    """Whether every source can give ``example`` five negatives (BM25 and random always can)."""
+    if not (example.context and example.positives):
+        return False
+    if "human" in sources and len(example.adversarial) < N_NEGATIVES:
+        return False
+    return not ("pneg" in sources and (pneg is None or example.id not in pneg))
+
+
 def build_training_sets(examples: Sequence[Example], sources: Sequence[str], seed: int = 1,
                         pneg: Optional[Dict[str, List[str]]] = None, bm25_exclude_context: bool = False,
-                        common: bool = True) -> Dict[str, List[CandidateSet]]:
-    """11-candidate training sets per source (1 positive + 5 random + 5 of the source)."""
+                        common: bool = True, split: str = "train",
+                        positive: str = "random") -> Dict[str, List[CandidateSet]]:
+    """11-candidate sets per source (1 positive + 5 random + 5 of the source) of one split.
+
+    ``split`` names the split in the seeds: the validation sets of ``--valid-protocol source`` are
+    built by this recipe on the validation contexts (BM25 then retrieves from that split).
+    """
     usable = [ex for ex in examples if ex.context and ex.positives]
     sampler = RandomResponses(split_responses(usable), seed)
     corpus = split_responses(usable)
@@ -142,20 +177,20 @@ def build_training_sets(examples: Sequence[Example], sources: Sequence[str], see
     for ex in usable:
         if common and any(h is not None and ex.id not in h for h in has.values()):
             continue
-        rand = data_random(ex, sampler, "train")
+        rand = data_random(ex, sampler, split)
+        pos = [("positive", [choose_positive(ex, seed, split, positive)])]
         for s in sources:
             if has[s] is not None and ex.id not in has[s]:
                 continue
             if s == "random":
-                second = [("random", sampler.draw(ex, N_NEGATIVES, "train-extra", avoid=rand))]
+                second = [("random", sampler.draw(ex, N_NEGATIVES, split + "-extra", avoid=rand))]
             else:
                 found = negs[s][ex.id]
                 second = [(s, found)]
                 if len(found) < N_NEGATIVES:  # BM25 with too few lexical matches: top up at random
-                    second.append(("random", sampler.draw(ex, N_NEGATIVES - len(found), "train-pad",
+                    second.append(("random", sampler.draw(ex, N_NEGATIVES - len(found), split + "-pad",
                                                           avoid=list(rand) + list(found))))
-            out[s].append(assemble(ex, [("positive", ex.positives[:1]), ("random", rand)] + second,
-                                   seed, f"train-{s}"))
+            out[s].append(assemble(ex, pos + [("random", rand)] + second, seed, f"{split}-{s}"))
     return out
 
 
@@ -173,8 +208,8 @@ def adversarial_negatives(example: Example, sampler: RandomResponses, mode: str,
 
 
 def build_eval_sets(examples: Sequence[Example], seed: int = 1, adversarial: str = "auto",
-                    name: str = "test") -> Dict[str, List[CandidateSet]]:
-    """``random`` and ``adversarial`` 6-candidate sets of a held-out split."""
+                    name: str = "test", positive: str = "random") -> Dict[str, List[CandidateSet]]:
+    """``random`` and ``adversarial`` 6-candidate sets of a held-out split (one positive for both)."""
     if adversarial not in ("auto", "human", "context"):
         raise InputError(f"unknown --adversarial-test {adversarial!r}: use auto, human or context")
     usable = [ex for ex in examples if ex.context and ex.positives]
@@ -184,32 +219,60 @@ def build_eval_sets(examples: Sequence[Example], seed: int = 1, adversarial: str
         mode = "human" if any(len(ex.adversarial) >= N_NEGATIVES for ex in usable) else "context"
     out: Dict[str, List[CandidateSet]] = {"random": [], "adversarial": []}
     for ex in usable:
-        out["random"].append(assemble(ex, [("positive", ex.positives[:1]),
-                                           ("random", data_random(ex, sampler, name))], seed, f"{name}-random"))
+        pos = [("positive", [choose_positive(ex, seed, name, positive)])]
+        out["random"].append(assemble(ex, pos + [("random", data_random(ex, sampler, name))], seed, f"{name}-random"))
         adv = adversarial_negatives(ex, sampler, mode, name + "-adv")
         if adv is not None:
-            out["adversarial"].append(assemble(ex, [("positive", ex.positives[:1])] + adv, seed,
-                                               f"{name}-adversarial"))
+            out["adversarial"].append(assemble(ex, pos + adv, seed, f"{name}-adversarial"))
     return out
 
 
-def build_valid_set(examples: Sequence[Example], seed: int = 1, adversarial: str = "auto") -> List[CandidateSet]:
-    """Shared 11-candidate validation set: 1 positive + 5 random + 5 adversarial."""
-    usable = [ex for ex in examples if ex.context and ex.positives]
-    sampler = RandomResponses(split_responses(usable), seed)
-    mode = adversarial
-    if mode == "auto":
-        mode = "human" if any(len(ex.adversarial) >= N_NEGATIVES for ex in usable) else "context"
-    out = []
-    for ex in usable:
-        adv = adversarial_negatives(ex, sampler, mode, "valid")
-        if adv is None:
-            continue
-        taken = [t for _, texts in adv for t in texts]
-        rand = sampler.draw(ex, N_NEGATIVES, "valid-extra", avoid=taken) if len(ex.random) < N_NEGATIVES \
-            else ex.random[:N_NEGATIVES]
-        out.append(assemble(ex, [("positive", ex.positives[:1]), ("random", rand)] + adv, seed, "valid"))
-    return out
+def build_valid_sets(examples: Sequence[Example], sources: Sequence[str], seed: int = 1,
+                     protocol: str = "source", pneg: Optional[Dict[str, List[str]]] = None,
+                     bm25_exclude_context: bool = False, common: bool = True,
+                     positive: str = "random") -> Dict[str, List[CandidateSet]]:
+    """The 11-candidate validation sets of each source under ``protocol`` (see the module notes)."""
+    if protocol == "source":
+        return build_training_sets(examples, sources, seed, pneg, bm25_exclude_context, common, "valid", positive)
+    if protocol == "random":
+        shared = build_training_sets(examples, ["random"], seed, split="valid", positive=positive)["random"]
+        return {s: shared for s in sources}
+    raise InputError(f"unknown --valid-protocol {protocol!r}: use {' or '.join(VALID_PROTOCOLS)}")
+
+
+def context_key(example: Example) -> tuple:
+    return tuple(normalise(t) for t in example.context)
+
+
+def carve_validation(examples: Sequence[Example], fraction: float, seed: int,
+                     eligible=None) -> Tuple[List[Example], List[Example]]:
+    """Split ``examples`` into (train, valid): about ``fraction`` of the eligible contexts, seeded.
+
+    The unit is the context: records with the same context turns go to the same side, so no
+    validation context is also trained on. Only ``eligible`` examples (default: all) are drawn
+    for validation, so that the carved contexts are ones the training sets would have used.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"--valid-fraction must be between 0 and 1 (exclusive), got {fraction:g}")
+    groups: Dict[tuple, List[int]] = {}
+    for i, ex in enumerate(examples):
+        if eligible is None or eligible(ex):
+            groups.setdefault(context_key(ex), []).append(i)
+    keys = sorted(groups)
+    random.Random(f"pneg-valid-split\x1f{seed}").shuffle(keys)
+    target = round(fraction * sum(len(g) for g in groups.values()))
+    taken: set = set()
+    for key in keys:
+        if len(taken) >= max(1, target):
+            break
+        taken.update(groups[key])
+    chosen = {context_key(examples[i]) for i in taken}
+    # a record left out of the draw (not eligible) but sharing a chosen context leaves training too
+    valid = [ex for i, ex in enumerate(examples) if i in taken]
+    train = [ex for i, ex in enumerate(examples) if i not in taken and context_key(ex) not in chosen]
+    if len(train) == 0:
+        raise InputError(f"--valid-fraction {fraction:g} leaves no training context; use a smaller fraction")
+    return train, valid
 
 
 def write_candidates(path: str, sets: Sequence[CandidateSet]) -> None:
@@ -223,7 +286,7 @@ def write_candidates(path: str, sets: Sequence[CandidateSet]) -> None:
 def read_candidates(path: str) -> List[CandidateSet]:
     require_file(path, "candidate file", "write candidate sets with nd-pneg build-candidates")
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for no, line in enumerate(f, 1):
             if not line.strip():
                 continue

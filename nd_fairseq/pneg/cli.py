@@ -23,6 +23,9 @@ from typing import Optional, Sequence
 from ..io_utils import InputError, write_lines_atomic
 from .data import DEFAULT_TURN_SEPARATOR, FORMATS, load_examples
 
+POSITIVE_CHOICES = ("random", "first")  # = candidates.POSITIVE_CHOICES (kept light: no import at start-up)
+VALID_PROTOCOLS = ("source", "random")  # = candidates.VALID_PROTOCOLS
+
 PROG = "nd-pneg"
 
 
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generations per context before recording a failure (default 5)")
     s.add_argument("--retry-failed", action="store_true", help="regenerate contexts recorded as failed")
     s.add_argument("--limit", type=int, default=None, help="generate at most N new contexts in this run")
+    s.add_argument("--interrupt-grace", type=float, default=2.0, metavar="SECONDS",
+                   help="on Ctrl-C, wait this long for requests in flight and save what completes; the rest "
+                        "is abandoned and regenerated on resume (default 2)")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     s = sub.add_parser("filter", help="re-check generated negatives (Appendix F) and count rejections")
@@ -116,14 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build-candidates", help="candidate sets for training and testing rankers")
     _add_input(s, "--train", help="training examples (DailyDialog++ file or pairs prefix)")
     _add_input(s, "--test", help="test examples")
-    _add_input(s, "--valid", required=False, help="validation examples (optional; shared by all sources)")
+    _add_input(s, "--valid", required=False, help="validation examples (optional; see also --valid-fraction)")
+    s.add_argument("--valid-fraction", type=float, default=None, metavar="F",
+                   help="without --valid: hold out this fraction of the training contexts (seeded by --seed) "
+                        "as the validation split")
+    s.add_argument("--valid-protocol", default="source", choices=VALID_PROTOCOLS,
+                   help="source (default): each source validates on its own negatives (1 positive + 5 random + "
+                        "5 of the source); random: every source validates on 1 positive + 10 random")
+    s.add_argument("--valid-pneg", default=None,
+                   help="results of nd-pneg generate for --valid (source 'pneg' under --valid-protocol source; "
+                        "not needed with --valid-fraction, whose contexts --pneg covers)")
+    s.add_argument("--positive", default="random", choices=POSITIVE_CHOICES,
+                   help="which of a context's positives is its candidate: random (default, seeded) or first "
+                        "(DailyDialog++'s first positive is its shortest: a length shortcut)")
     s.add_argument("--format", default="auto", choices=FORMATS)
     s.add_argument("--turn-separator", default=DEFAULT_TURN_SEPARATOR)
     s.add_argument("--sources", default="random,bm25,pneg,human",
                    help="negative sources to build training sets for (default random,bm25,pneg,human; "
                         "pneg needs --pneg, human needs adversarial negatives in --train)")
     s.add_argument("--pneg", default=None, help="results of nd-pneg generate for the training examples")
-    s.add_argument("--out-dir", required=True, help="where train.<source>.jsonl, valid.jsonl, test.*.jsonl go")
+    s.add_argument("--out-dir", required=True,
+                   help="where train.<source>.jsonl, valid.<source>.jsonl, test.*.jsonl go")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--adversarial-test", default="auto", choices=("auto", "human", "context"),
                    help="adversarial test negatives: human (DailyDialog++), context (a context turn + 4 random), "
@@ -151,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-update", type=int, default=0, help="stop after N updates (0: no limit)")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--no-valid", action="store_true", help="no validation: score the last checkpoint")
+    s.add_argument("--patience", type=int, default=2,
+                   help="stop a ranker's training after N validations without a lower loss (default 2; 0: never)")
     s.add_argument("--fairseq-args", default="", help="extra fairseq-train arguments, as one string")
     s.add_argument("--jobs", type=int, default=1, help="fairseq-train processes run at once (default 1)")
     s.add_argument("--quiet", action="store_true")
@@ -249,11 +270,13 @@ def cmd_generate(args) -> int:
 
     if args.max_attempts < 1:
         raise InputError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    if not args.interrupt_grace >= 0:
+        raise InputError(f"--interrupt-grace must be >= 0 seconds, got {args.interrupt_grace}")
     config, pool = _pool(args)
     examples = _examples(args)
     backend = make_backend(args)
     gen = GenerationConfig(prompt=config, filter=_filter_config(args), max_attempts=args.max_attempts,
-                           retry_failed=args.retry_failed, limit=args.limit)
+                           retry_failed=args.retry_failed, limit=args.limit, interrupt_grace=args.interrupt_grace)
     try:
         summary = generate(examples, pool, backend, args.output, gen, progress=not args.quiet)
     finally:
@@ -288,7 +311,7 @@ def cmd_filter(args) -> int:
 
 
 def _meta_instruction(path: str) -> Optional[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     try:
         return json.loads(first).get("meta", {}).get("instruction")
@@ -297,8 +320,8 @@ def _meta_instruction(path: str) -> Optional[str]:
 
 
 def cmd_build_candidates(args) -> int:
-    from .candidates import (SOURCES, build_eval_sets, build_training_sets, build_valid_set, pneg_negatives,
-                             write_candidates)
+    from .candidates import (SOURCES, build_eval_sets, build_training_sets, build_valid_sets, carve_validation,
+                             covered, pneg_negatives, write_candidates)
     from .generate import read_results
     from ..io_utils import AtomicFiles
 
@@ -308,37 +331,73 @@ def cmd_build_candidates(args) -> int:
         raise InputError(f"unknown source {bad[0]!r} in --sources: use {', '.join(SOURCES)}")
     if "pneg" in sources and not args.pneg:
         raise InputError("--sources includes pneg: give --pneg RESULTS (the output of nd-pneg generate)")
+    if args.valid and args.valid_fraction is not None:
+        raise InputError("give either --valid (a validation file) or --valid-fraction (carved from --train), not both")
+    if args.valid_fraction is not None and not 0.0 < args.valid_fraction < 1.0:
+        raise InputError(f"--valid-fraction must be between 0 and 1 (exclusive), got {args.valid_fraction:g}")
+    valid_pneg_needed = bool(args.valid) and "pneg" in sources and args.valid_protocol == "source"
+    if valid_pneg_needed and not args.valid_pneg:
+        raise InputError("source 'pneg' validated on its own negatives needs --valid-pneg RESULTS (nd-pneg generate "
+                         "run on --valid), or use --valid-fraction, or --valid-protocol random")
     pneg = pneg_negatives(read_results(args.pneg)) if "pneg" in sources else None
     train = _examples(args, args.train)
     if "human" in sources and not any(len(ex.adversarial) >= 5 for ex in train):
         raise InputError(f"{args.train} has no human adversarial negatives; drop 'human' from --sources")
-    sets = build_training_sets(train, sources, args.seed, pneg, args.bm25_exclude_context, common=not args.all_contexts)
-    tests = build_eval_sets(_examples(args, args.test), args.seed, args.adversarial_test, "test")
-    valid = build_valid_set(_examples(args, args.valid), args.seed, args.adversarial_test) if args.valid else None
+    valid_examples, valid_from, valid_pneg = None, None, pneg
+    if args.valid_fraction is not None:
+        common = not args.all_contexts
+        train, valid_examples = carve_validation(
+            train, args.valid_fraction, args.seed,
+            (lambda ex: covered(ex, sources, pneg)) if common else (lambda ex: covered(ex, (), None)))
+        valid_from = f"{args.valid_fraction:g} of the contexts of {args.train} (seed {args.seed})"
+    elif args.valid:
+        valid_examples = _examples(args, args.valid)
+        valid_from = str(args.valid)
+        valid_pneg = pneg_negatives(read_results(args.valid_pneg)) if valid_pneg_needed else None
+    sets = build_training_sets(train, sources, args.seed, pneg, args.bm25_exclude_context,
+                               common=not args.all_contexts, positive=args.positive)
+    tests = build_eval_sets(_examples(args, args.test), args.seed, args.adversarial_test, "test", args.positive)
+    valid = None
+    if valid_examples is not None:
+        valid = build_valid_sets(valid_examples, sources, args.seed, args.valid_protocol, valid_pneg,
+                                 args.bm25_exclude_context, not args.all_contexts, args.positive)
+        thin = [s for s in sources if not valid[s]]
+        if thin:
+            raise InputError(f"the validation split ({valid_from}) has no context with five '{thin[0]}' negatives; "
+                             f"give more validation data" + (" or --valid-protocol random" if thin[0] != "random" else ""))
     empty = [s for s in sources if not sets[s]]
     if empty:
         raise InputError(f"no training context has five '{empty[0]}' negatives"
                          + (" (check that --pneg was generated for --train)" if empty[0] == "pneg" else ""))
     summary = {"train": {s: len(v) for s, v in sets.items()}, "test": {k: len(v) for k, v in tests.items()},
-               "valid": len(valid) if valid is not None else 0, "seed": args.seed}
+               "valid": {s: len(v) for s, v in valid.items()} if valid is not None else {},
+               "valid_protocol": args.valid_protocol if valid is not None else "none",
+               "valid_from": valid_from, "positive": args.positive, "seed": args.seed}
     os.makedirs(args.out_dir, exist_ok=True)
+    # validation files of an earlier build (or an older version's shared valid.jsonl) must not be mixed in
+    for stale in ["valid.jsonl"] + [f"valid.{s}.jsonl" for s in SOURCES if s not in (valid or {})]:
+        if os.path.exists(os.path.join(args.out_dir, stale)):
+            os.remove(os.path.join(args.out_dir, stale))
     for s, v in sets.items():
         write_candidates(os.path.join(args.out_dir, f"train.{s}.jsonl"), v)
     for k, v in tests.items():
         write_candidates(os.path.join(args.out_dir, f"test.{k}.jsonl"), v)
-    if valid is not None:
-        write_candidates(os.path.join(args.out_dir, "valid.jsonl"), valid)
+    for s, v in (valid or {}).items():
+        write_candidates(os.path.join(args.out_dir, f"valid.{s}.jsonl"), v)
     with AtomicFiles(args.out_dir) as out:
         json.dump(summary, out.open("summary.json"), indent=2)
-    print(f"training contexts per source: {summary['train']}; valid {summary['valid']}; "
-          f"test: {summary['test']} -> {args.out_dir}")
+    print(f"training contexts per source: {summary['train']}; valid ({summary['valid_protocol']}): "
+          f"{summary['valid']}; test: {summary['test']} -> {args.out_dir}")
     return 0
 
 
 def cmd_rank_benchmark(args) -> int:
     import shlex
 
-    from .ranker import RankerConfig, format_table, run_benchmark
+    from .ranker import RankerConfig, format_report, run_benchmark
+
+    if args.patience < 0:
+        raise InputError(f"--patience must be >= 0 (0: no early stopping), got {args.patience}")
 
     cfg = RankerConfig(
         encoder_layers=args.encoder_layers, encoder_embed_dim=args.encoder_embed_dim,
@@ -346,10 +405,10 @@ def cmd_rank_benchmark(args) -> int:
         max_positions=args.max_positions, max_option_length=args.max_option_length,
         max_context_turns=args.max_context_turns, dropout=args.dropout, lr=args.lr, warmup_updates=args.warmup_updates,
         batch_size=args.batch_size, max_epoch=args.max_epoch, max_update=args.max_update, seed=args.seed,
-        validate=not args.no_valid, extra_args=shlex.split(args.fairseq_args))
+        validate=not args.no_valid, patience=args.patience, extra_args=shlex.split(args.fairseq_args))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
     results = run_benchmark(args.candidates, args.work_dir, sources, cfg, progress=not args.quiet, jobs=args.jobs)
-    print(format_table(results))
+    print(format_report(results))
     print(f"-> {os.path.join(args.work_dir, 'report.json')}, report.md")
     return 0
 
@@ -376,8 +435,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except InputError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished records are saved, rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = f" ({err})" if str(err) else ""
+        print(f"{PROG}: interrupted; finished records are saved{detail}, rerun the same command to resume",
+              file=sys.stderr)
         return 130
 
 

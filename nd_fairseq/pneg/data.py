@@ -25,6 +25,12 @@ from ..io_utils import AtomicFiles, InputError, check_aligned, iter_line_blocks,
 DDPP_KEYS = ("context", "positive_responses", "adversarial_negative_responses", "random_negative_responses")
 FORMATS = ("auto", "dailydialog++", "pairs")
 DEFAULT_TURN_SEPARATOR = "__eou__"
+BOM = "\ufeff"
+
+
+def strip_bom(first_line: str) -> str:
+    """The first line of a file without a UTF-8 byte-order mark (editors on Windows write one)."""
+    return first_line[1:] if first_line.startswith(BOM) else first_line
 
 
 @dataclass
@@ -60,7 +66,10 @@ def _string_list(value, path: str, line: int, key: str, required: bool) -> List[
 
 
 def iter_dailydialog_pp(path: str) -> Iterator[Example]:
-    """Yield the examples of a DailyDialog++ JSON-lines file (blank lines are skipped)."""
+    """Yield the examples of a DailyDialog++ JSON-lines file (blank lines are skipped).
+
+    The last line may lack a newline (the files as distributed end that way); a leading BOM is dropped.
+    """
     require_file(path, "DailyDialog++ file", "give a JSON-lines file with 'context' and "
                                              "'positive_responses' fields")
     index = 0
@@ -69,6 +78,8 @@ def iter_dailydialog_pp(path: str) -> Iterator[Example]:
     for block in iter_line_blocks(path):
         for line in block:
             line_no += 1
+            if line_no == 1:
+                line = strip_bom(line)
             if not line.strip():
                 continue
             try:
@@ -135,7 +146,10 @@ def read_pairs(prefix: str, turn_separator: Optional[str] = DEFAULT_TURN_SEPARAT
     require_file(response, "response file", f"{query} needs an aligned {response}")
     check_aligned([query, response])
     examples = []
-    for i, (q, r) in enumerate(zip(read_lines(query), read_lines(response))):
+    queries, responses = read_lines(query), read_lines(response)
+    if queries:
+        queries[0], responses[0] = strip_bom(queries[0]), strip_bom(responses[0])
+    for i, (q, r) in enumerate(zip(queries, responses)):
         r = clean_turn(r)
         examples.append(Example(id=str(i), context=split_turns(q, turn_separator), positives=[r] if r else []))
     return examples

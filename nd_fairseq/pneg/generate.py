@@ -22,6 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -35,11 +37,64 @@ from .prompt import N_NEGATIVES, SEPARATOR, PromptConfig, make_prompt
 logger = logging.getLogger(__name__)
 
 META_KEYS = ("instruction", "k", "seed")
+INTERRUPT_GRACE = 2.0  # seconds a Ctrl-C waits for requests in flight before abandoning them
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during generation, after the records that completed in the grace period were saved."""
+
+    def __init__(self, saved: int, abandoned: int):
+        super().__init__(f"{saved} record(s) finished after the interrupt were saved, "
+                         f"{abandoned} request(s) still in flight were abandoned")
+        self.saved, self.abandoned = saved, abandoned
+
+
+class DaemonWorkers:
+    """A fixed set of daemon threads running submitted calls, returning :class:`cf.Future` objects.
+
+    Unlike ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit), these threads never
+    keep the process alive: after Ctrl-C a request stuck on a slow server is abandoned, not waited for.
+    """
+
+    def __init__(self, workers: int, name: str = "pneg"):
+        self._tasks: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn, *args) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        self._tasks.put((fut, fn, args))
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            fut, fn, args = item
+            if not fut.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as err:  # handed to the caller through the future
+                fut.set_exception(err)
+
+    def shutdown(self) -> None:
+        """Let idle threads end (a busy one ends after its call; nobody waits for it)."""
+        for _ in self._threads:
+            self._tasks.put(None)
 
 
 def derive_seed(seed: int, example_id: str, attempt: int) -> int:
     digest = hashlib.sha256(f"pneg-sample\x1f{seed}\x1f{example_id}\x1f{attempt}".encode()).hexdigest()
     return int(digest[:12], 16)
+
+
+def _decoded_lines(data: bytes) -> List[str]:
+    """Lines of a results file's bytes; a leading UTF-8 BOM is not part of the first record."""
+    text = data.decode("utf-8", "replace")
+    return (text[1:] if text.startswith("\ufeff") else text).split("\n")
 
 
 class ResultStore:
@@ -66,7 +121,7 @@ class ResultStore:
                 os.fsync(f.fileno())
             self.repaired = True
             data = data[:cut]
-        for no, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+        for no, line in enumerate(_decoded_lines(data), 1):
             if not line.strip():
                 continue
             try:
@@ -119,7 +174,7 @@ def read_results(path: str) -> Dict[str, dict]:
     with open(path, "rb") as f:
         data = f.read()
     data = data[:data.rfind(b"\n") + 1]
-    for no, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+    for no, line in enumerate(_decoded_lines(data), 1):
         if not line.strip():
             continue
         try:
@@ -138,6 +193,7 @@ class GenerationConfig:
     max_attempts: int = 5
     retry_failed: bool = False
     limit: Optional[int] = None  # generate at most this many new records in this run
+    interrupt_grace: float = INTERRUPT_GRACE  # Ctrl-C: seconds to wait for requests in flight
 
 
 def generate_one(example: Example, pool: Sequence[Example], backend: Backend, config: GenerationConfig) -> dict:
@@ -223,53 +279,68 @@ def generate(examples: Sequence[Example], pool: Sequence[Example], backend: Back
             bar = tqdm(total=len(todo), desc="generating", unit=" contexts", leave=False)
         workers = max(1, backend.max_concurrency)
         pending: Dict[cf.Future, Example] = {}
-        queue = iter(todo)
+        queue_ = iter(todo)
         error: Optional[BaseException] = None
-        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneg") as pool_exec:
-            try:
-                def refill():
-                    while error is None and len(pending) < 2 * workers:
-                        ex = next(queue, None)
-                        if ex is None:
-                            return
-                        pending[pool_exec.submit(generate_one, ex, pool, backend, config)] = ex
+        interrupted: Optional[Interrupted] = None
+        pool_exec = DaemonWorkers(workers)
 
-                refill()
-                while pending:
-                    finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-                    for fut in finished:
-                        pending.pop(fut)
-                        if fut.cancelled():  # queued when a fatal error stopped the run
-                            continue
-                        try:
-                            rec = fut.result()
-                        except BackendError as err:
-                            if error is None:
-                                error = err
-                            continue
-                        store.append(rec)
-                        new_records.append(rec)
-                        n_ok += rec["status"] == "ok"
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(ok=n_ok, refresh=False)
-                    if error is None:
-                        refill()
-                    else:
-                        for fut in pending:
-                            fut.cancel()
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                raise
-            finally:
-                if bar is not None:
-                    bar.close()
+        def record(fut: cf.Future) -> bool:
+            nonlocal error, n_ok
+            if fut.cancelled():  # queued when the run stopped
+                return False
+            try:
+                rec = fut.result()
+            except BackendError as err:
+                if error is None:
+                    error = err
+                return False
+            store.append(rec)
+            new_records.append(rec)
+            n_ok += rec["status"] == "ok"
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(ok=n_ok, refresh=False)
+            return True
+
+        def refill():
+            while error is None and len(pending) < 2 * workers:
+                ex = next(queue_, None)
+                if ex is None:
+                    return
+                pending[pool_exec.submit(generate_one, ex, pool, backend, config)] = ex
+
+        try:
+            refill()
+            while pending:
+                finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    pending.pop(fut)
+                    record(fut)
+                if error is None:
+                    refill()
+                else:
+                    for fut in pending:
+                        fut.cancel()
+        except KeyboardInterrupt:
+            # keep what is about to complete, abandon what is not: the queued ones never start, the
+            # ones in flight get a short grace (a second Ctrl-C ends it at once)
+            for fut in pending:
+                fut.cancel()
+            running = [f for f in pending if not f.cancelled()]
+            done, left = cf.wait(running, timeout=config.interrupt_grace) if running else (set(), set())
+            saved = sum(record(fut) for fut in done)
+            interrupted = Interrupted(saved, len(left))
+        finally:
+            pool_exec.shutdown()
+            if bar is not None:
+                bar.close()
         summary = {"targets": len(examples), "already_done": skipped, "new": summarize(new_records),
                    "total": summarize(store.records.values()), "output": output}
         summary["remaining"] = len(examples) - sum(1 for i in ids if i in store.records and
                                                    (store.records[i]["status"] == "ok" or not config.retry_failed))
     write_lines_atomic(output + ".summary.json", [json.dumps(summary, indent=2)])
+    if interrupted is not None:
+        raise interrupted
     if error is not None:
         raise error
     return summary
