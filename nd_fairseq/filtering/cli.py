@@ -17,7 +17,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io_utils import AtomicFiles, InputError, default_jobs, iter_line_buffers, require_file, run_parallel
+from ..io_utils import (AtomicFiles, InputError, check_output_dir, default_jobs, iter_line_buffers, require_file,
+                        run_parallel)
 from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, line_bounds, score_files, selectors_for
 
 
@@ -159,6 +160,7 @@ def _write_side(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selecto
 def run(args: argparse.Namespace) -> dict:
     require_file(args.query, "query file", "give the query side of the training pairs with --query")
     require_file(args.response, "response file", "give the response side with --response")
+    check_output_dir(args.out_dir)
     if args.bottom_ratio is not None and not args.bottom:
         args.bottom = True
     jobs = getattr(args, "jobs", None)
@@ -248,6 +250,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary = run(args)
     except InputError as err:
         print(f"nd-filter: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        name = err.filename if err.filename is not None else args.out_dir
+        print(f"nd-filter: error: {name}: {err.strerror or err}; check the path, its permissions and "
+              f"the free space", file=sys.stderr)
         return 2
     if not args.quiet:
         print_summary(summary, args.out_dir)
