@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from ..io_utils import AtomicFiles, InputError, iter_line_blocks, require_file
 
@@ -21,6 +21,12 @@ def _load(model: str):
 
     require_file(model, "sentencepiece model", "train one first with nd-spm train")
     return spm.SentencePieceProcessor(model_file=model)
+
+
+def _sentences(inputs: Sequence[str]) -> Iterator[str]:
+    for path in inputs:
+        for block in iter_line_blocks(path):
+            yield from block
 
 
 def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type: str = "unigram",
@@ -37,8 +43,10 @@ def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type:
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         tmp_prefix = os.path.join(tmp, "m")
         try:
+            # the lines are handed over by our reader, not as sentencepiece's comma-separated
+            # ``input`` list: a path may hold commas, and the reader drops a byte order mark
             spm.SentencePieceTrainer.train(
-                input=",".join(inputs), model_prefix=tmp_prefix, vocab_size=vocab_size,
+                sentence_iterator=_sentences(inputs), model_prefix=tmp_prefix, vocab_size=vocab_size,
                 model_type=model_type, character_coverage=character_coverage,
                 input_sentence_size=seed_sentences, shuffle_input_sentence=True,
                 # fairseq adds its own <s>, <pad>, </s>, <unk>; keep spm's ids out of the way
