@@ -512,6 +512,12 @@ def _die_with_parent(parent: int) -> None:
 def _child_main(conn, fn: Callable, args: tuple, parent: int = 0, inherited: Sequence = ()) -> None:
     if parent:
         _die_with_parent(parent)
+        # Ctrl-C reaches the whole process group: the parent alone handles it (and stops the
+        # workers with SIGTERM, which must then end them whatever handler the parent installed)
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The read ends of the pipes were inherited by the fork: holding them, a worker whose parent
     # died would block forever writing a large result into its own pipe instead of failing.
     for reader in inherited:

@@ -115,6 +115,35 @@ def test_sigkill_of_nd_filter_leaves_no_worker_and_only_one_scratch_dir(tmp_path
     assert len((out / "top.query").read_text().splitlines()) == summary["top"]
 
 
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="needs Linux /proc/PID/task/PID/children to find the workers")
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_interrupted_nd_filter_stops_its_workers_and_leaves_nothing(tmp_path, how):
+    query, response = write_pairs(tmp_path, 400_000)
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
+    args = [tool("nd-filter"), "--query", query, "--response", response, "--out-dir", out,
+            "--scratch-dir", scratch, "--jobs", "2", "--quiet"]
+    # in a session of its own, so that Ctrl-C can go to its whole process group as a terminal's does
+    proc = subprocess.Popen([str(a) for a in args], env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = []
+    while proc.poll() is None and not (workers := _children(proc.pid)):
+        time.sleep(0.002)
+    assert proc.poll() is None and workers, "nd-filter finished before it could be interrupted"
+    if how == "Ctrl-C":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if how == "Ctrl-C" else 128 + signal.SIGTERM), stderr
+    if how == "Ctrl-C":
+        assert stderr == f"nd-filter: interrupted; nothing was written to {out}\n"
+    assert not any(map(_alive, workers))
+    assert not out.exists() or list(out.iterdir()) == []
+    assert list(scratch.iterdir()) == []
+
+
 # ------------------------------------------------------------------ item 11: all or nothing
 
 

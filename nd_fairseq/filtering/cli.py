@@ -11,7 +11,9 @@ All outputs appear together or not at all.
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -243,11 +245,20 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: temporaries removed, workers stopped
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _keep_freed_memory()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         summary = run(args)
+    except KeyboardInterrupt:
+        print(f"nd-filter: interrupted; nothing was written to {args.out_dir}", file=sys.stderr)
+        return 130
     except InputError as err:
         print(f"nd-filter: error: {err}", file=sys.stderr)
         return 2
@@ -256,6 +267,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"nd-filter: error: {name}: {err.strerror or err}; check the path, its permissions and "
               f"the free space", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         print_summary(summary, args.out_dir)
     return 0
