@@ -115,6 +115,8 @@ def iter_line_buffers(path: str, block_bytes: int = 1 << 23, validate: bool = Tr
                 f.seek(size + 1 - len(data), 1)
             if offset == 0 and data.startswith(UTF8_BOM):  # not part of the first line
                 data, size, offset = data[len(UTF8_BOM):], size - len(UTF8_BOM), len(UTF8_BOM)
+                if cut < 0 and not size:  # the file holds nothing else
+                    return
             if validate and not data.isascii():
                 _validate(memoryview(data)[:size], path, offset)
             offset += size + 1

@@ -261,6 +261,21 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path):
 # ------------------------------------------------------------------ item 4: byte order marks
 
 
+@pytest.mark.parametrize("text", [BOM + "a\nb\r\n\n" + BOM + "c\n", BOM + "only", BOM, BOM + "\n", "no mark\n"])
+def test_readers_drop_a_leading_byte_order_mark_at_any_block_size(tmp_path, text):
+    from nd_fairseq.io_utils import iter_line_blocks, iter_line_buffers
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode())
+    body = text[1:] if text.startswith(BOM) else text
+    expected = body.replace("\r\n", "\n").split("\n")  # by hand: a BOM later on is text
+    expected = expected[:-1] if body.endswith("\n") or not body else expected
+    for block in (1, 2, 3, 4, 7, 1 << 20):
+        assert [ln for b in iter_line_blocks(str(path), block) for ln in b] == expected, block
+        assert [ln.decode() for d, n in iter_line_buffers(str(path), block) for ln in d[:n].split(b"\n")] \
+            == expected, block
+
+
 def test_nd_filter_ignores_a_byte_order_mark(tmp_path):
     # "ok" answers three queries, two of them the same: H_src = -(2/3 log2 2/3 + 1/3 log2 1/3) bits
     (tmp_path / "q.txt").write_text(BOM + "a\na\nb\n", encoding="utf-8")
