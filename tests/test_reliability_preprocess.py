@@ -117,3 +117,15 @@ def test_every_split_is_checked_for_alignment(tmp_path, split):
                            f"{text}/{split}.response has {n - 1}; each query line must pair with the same "
                            f"response line (recreate the text with nd-prepare --out-dir {text})\n")
     assert not (tmp_path / "dest").exists()
+
+
+def test_nd_spm_trains_on_paths_with_commas_as_on_plain_ones(tmp_path):
+    odd, plain = tmp_path / "a,b ü", tmp_path / "plain"
+    write_text(odd)
+    shutil.copytree(odd, plain)
+    for d in (odd, plain):
+        run_cli(["nd-spm", "train", "--input", d / "train.query", d / "train.response",
+                 "--model-prefix", d / "m,odel" / "spm", "--vocab-size", "80"])
+        # nothing else is left beside the model (the scratch directory is gone)
+        assert sorted(p.name for p in (d / "m,odel").iterdir()) == ["spm.model", "spm.vocab"]
+    assert (odd / "m,odel" / "spm.vocab").read_text() == (plain / "m,odel" / "spm.vocab").read_text()
