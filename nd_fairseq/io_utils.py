@@ -325,8 +325,9 @@ class AtomicFiles:
     and renamed into place on success. The old files are kept (hard-linked) until every rename
     has succeeded, so when one fails, the ones already renamed are put back: the directory then
     holds exactly the files of the previous run. A staging directory left by a killed run is
-    removed by the next one writing there. Files get the permissions of a plain ``open(path,
-    "w")``: the umask's for a new file, the existing file's own for a replaced one.
+    removed by the next one writing there (a kill in the instant between two renames is the one
+    case that can leave old and new files side by side). Files get the permissions of a plain
+    ``open(path, "w")``: the umask's for a new file, the existing file's own for a replaced one.
 
     ``OSError`` while creating or renaming the outputs, or a full disk while writing them, is
     raised as :class:`OutputError` naming the path.

@@ -5,6 +5,9 @@
 after ``--bpe``/``--tokenizer`` decoding), ``P-id`` (positional scores) and more (``A-``, ``I-``,
 ``E-``), in batch order, not id order; log lines may be mixed in when stderr was redirected too.
 :func:`read_generate` keeps the first (best) hypothesis of each id and returns them sorted by id.
+An incomplete output (a last line without its newline, an id with S-/T- lines but no hypothesis,
+ids below the largest with no line at all: what a job killed while generating leaves) is an error
+unless ``allow_partial``.
 
 Subword units are undone the way fairseq's ``--post-process`` does: sentencepiece pieces
 (``▁how ▁are ▁you`` -> ``how are you``) and subword-nmt BPE (``hel@@ lo`` -> ``hello``). With
