@@ -236,10 +236,11 @@ def check_output_dir(directory: str, option: str = "--out-dir") -> None:
         raise output_error(err, directory) from None
 
 
-def remove_stale_scratch(parent: str, prefix: str) -> None:
+def remove_stale_scratch(parent: str, prefix: str, finish: Optional[Callable[[str], None]] = None) -> None:
     """Remove the directories ``parent/prefix*`` of runs that were killed (see :class:`ScratchDir`).
 
-    A live run holds a lock on its directory, so only directories nobody holds are removed.
+    A live run holds a lock on its directory, so only directories nobody holds are removed;
+    ``finish(path)`` is called on each (holding its lock) before it is removed.
     """
     if fcntl is None:  # pragma: no cover
         return
@@ -262,6 +263,9 @@ def remove_stale_scratch(parent: str, prefix: str) -> None:
             os.close(fd)
             continue
         try:
+            if finish is not None:
+                with contextlib.suppress(OSError):
+                    finish(path)
             shutil.rmtree(path, ignore_errors=True)
         finally:
             os.close(fd)
@@ -275,8 +279,8 @@ class ScratchDir:
     ``tempfile.TemporaryDirectory``: :attr:`name` and :meth:`cleanup`.
     """
 
-    def __init__(self, parent: str, prefix: str):
-        remove_stale_scratch(parent, prefix)
+    def __init__(self, parent: str, prefix: str, finish: Optional[Callable[[str], None]] = None):
+        remove_stale_scratch(parent, prefix, finish)
         self._fd: Optional[int] = None
         while True:
             path = tempfile.mkdtemp(prefix=prefix, dir=parent)
@@ -311,6 +315,21 @@ class ScratchDir:
 
 #: Name prefix of the directory in which :class:`AtomicFiles` builds its outputs.
 STAGING_PREFIX = ".nd-staging-"
+#: In a staging directory: the names being renamed into place (written before the first rename).
+COMMIT_LIST = ".commit"
+
+
+def _finish_commit(staging: str) -> None:
+    """Rename into place what a killed :class:`AtomicFiles` commit had not renamed yet."""
+    try:
+        with open(os.path.join(staging, COMMIT_LIST), encoding="utf-8") as f:
+            names = f.read().split("\n")
+    except FileNotFoundError:  # killed before the commit: nothing of it is in place
+        return
+    for name in names:
+        staged = os.path.join(staging, name)
+        if name and os.path.exists(staged):
+            os.replace(staged, os.path.join(os.path.dirname(staging), name))
 
 
 class AtomicFiles:
@@ -325,9 +344,10 @@ class AtomicFiles:
     and renamed into place on success. The old files are kept (hard-linked) until every rename
     has succeeded, so when one fails, the ones already renamed are put back: the directory then
     holds exactly the files of the previous run. A staging directory left by a killed run is
-    removed by the next one writing there (a kill in the instant between two renames is the one
-    case that can leave old and new files side by side). Files get the permissions of a plain
-    ``open(path, "w")``: the umask's for a new file, the existing file's own for a replaced one.
+    removed by the next one writing there; a run killed while renaming leaves the list of its
+    outputs, and the next one completes those renames first, so the directory holds either run's
+    files, never a mix of both. Files get the permissions of a plain ``open(path, "w")``: the
+    umask's for a new file, the existing file's own for a replaced one.
 
     ``OSError`` while creating or renaming the outputs, or a full disk while writing them, is
     raised as :class:`OutputError` naming the path.
@@ -350,7 +370,7 @@ class AtomicFiles:
             os.makedirs(directory, exist_ok=True)
             if made:
                 self._made_dir = top
-            self._staging = ScratchDir(directory, STAGING_PREFIX)
+            self._staging = ScratchDir(directory, STAGING_PREFIX, finish=_finish_commit)
         except OSError as err:
             self._discard()
             raise output_error(err, self.directory) from None
@@ -387,28 +407,35 @@ class AtomicFiles:
     def _commit(self) -> None:
         """Rename every staged file into place, or (on a failure) none."""
         keep = os.path.join(self._staging.name, ".old")
-        os.mkdir(keep)
+        commit_list = os.path.join(self._staging.name, COMMIT_LIST)
         done: List[Tuple[str, Optional[str]]] = []  # (final path, its old file's copy or None)
         final = self.directory
         try:
-            for name in self._names:
-                staged = os.path.join(self._staging.name, name)
+            os.mkdir(keep)
+            olds: Dict[str, str] = {}
+            for name in self._names:  # keep each file about to be replaced, and its mode
                 final = os.path.join(self.directory, name)
-                old = None
                 try:
                     st = os.stat(final)
                 except FileNotFoundError:
-                    st = None
-                if st is not None and stat.S_ISREG(st.st_mode):
-                    os.chmod(staged, stat.S_IMODE(st.st_mode))
-                    old = os.path.join(keep, name)
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    os.chmod(os.path.join(self._staging.name, name), stat.S_IMODE(st.st_mode))
+                    olds[name] = os.path.join(keep, name)
                     try:
-                        os.link(final, old)
+                        os.link(final, olds[name])
                     except OSError:  # a file system without hard links
-                        shutil.copy2(final, old)
-                os.replace(staged, final)
-                done.append((final, old))
+                        shutil.copy2(final, olds[name])
+            with open(commit_list + ".tmp", "w", encoding="utf-8") as f:
+                f.write("\n".join(self._names))
+            os.replace(commit_list + ".tmp", commit_list)  # from here on a killed run is completed
+            for name in self._names:
+                final = os.path.join(self.directory, name)
+                os.replace(os.path.join(self._staging.name, name), final)
+                done.append((final, olds.get(name)))
         except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.remove(commit_list)  # a kill while undoing must not complete the rest
             for path, old in reversed(done):  # put the previous outputs back
                 with contextlib.suppress(OSError):
                     if old is None:

@@ -12,11 +12,12 @@ import resource
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import cli_env, run_cli, tool
+from conftest import REPO, cli_env, run_cli, tool
 
 BOM = "\ufeff"
 
@@ -163,6 +164,43 @@ def test_failed_rename_puts_back_every_previous_output(tmp_path):
     assert {name: (out / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in out.iterdir()) == ["scores.txt", "summary.json", "top.query", "top.response"]
     assert (out / "summary.json" / "keep.txt").read_text() == "mine\n"
+
+
+KILLED_WHILE_RENAMING = """
+import os, signal, sys
+from nd_fairseq.io_utils import AtomicFiles
+
+rename = os.replace
+
+
+def rename_then_die(src, dst):  # a real SIGKILL, at the instant between two renames
+    rename(src, dst)
+    if os.path.basename(dst) == "a.txt":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = rename_then_die
+with AtomicFiles(sys.argv[1]) as out:
+    out.open("a.txt").write("new a\\n")
+    out.open("b.txt").write("new b\\n")
+"""
+
+
+def test_a_run_killed_while_renaming_is_completed_by_the_next_one(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old a\n")
+    (out / "b.txt").write_text("old b\n")
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_RENAMING, str(out)], env=cli_env(), cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / "a.txt").read_text() == "new a\n" and (out / "b.txt").read_text() == "old b\n"
+    # the next tool writing there (nd-eval --json) first completes the killed run's renames
+    (tmp_path / "h.txt").write_text("a b\n")
+    run_cli(["nd-eval", "--hyp", tmp_path / "h.txt", "--ref", tmp_path / "h.txt", "--train-responses",
+             tmp_path / "h.txt", "--json", out / "scores.json", "--quiet"])
+    assert (out / "a.txt").read_text() == "new a\n" and (out / "b.txt").read_text() == "new b\n"
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", "scores.json"]
 
 
 # ------------------------------------------------------------------ item 14: output-side errors
