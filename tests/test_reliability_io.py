@@ -270,6 +270,20 @@ def test_output_side_errors_are_one_line_and_leave_nothing(tmp_path, name, case)
         assert out.read_text() == "a file\n"
 
 
+def test_full_scratch_disk_is_one_line_naming_the_scratch_dir(tmp_path):
+    # 20000 short lines: the outputs would fit in 100 KiB, the 8-byte-a-line hash files do not
+    (tmp_path / "q.txt").write_text("".join(f"{i}\n" for i in range(20000)))
+    (tmp_path / "r.txt").write_text("".join(f"{i % 7}\n" for i in range(20000)))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = run_tool(["nd-filter", "--query", tmp_path / "q.txt", "--response", tmp_path / "r.txt",
+                     "--out-dir", tmp_path / "out", "--scratch-dir", scratch, "--quiet"],
+                    preexec_fn=_file_size_limit(100 << 10))
+    assert_one_line_error(proc, "nd-filter", f"cannot write the scratch files in {scratch}: ",
+                          "pass --scratch-dir on a disk with room")
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ item 15: permissions
 
 

@@ -923,10 +923,11 @@ def score_files(query_path: str, response_path: str, key: str = "normalized", ba
     except BaseException as err:
         where = os.path.dirname(scratch.name)
         scratch.cleanup()
-        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-            raise InputError(f"cannot write the scratch files in {where}: {err.strerror} (the disk is full, "
-                             f"or a quota or file size limit was reached); free some space there or pass "
-                             f"--scratch-dir on a disk with room") from None
+        # numpy's tofile reports a short write without an errno
+        if isinstance(err, OSError) and (err.errno in NO_SPACE_ERRNOS or err.errno is None):
+            raise InputError(f"cannot write the scratch files in {where}: {err.strerror or 'a write was cut short'} "
+                             f"(the disk is full, or a quota or file size limit was reached); free some space "
+                             f"there or pass --scratch-dir on a disk with room") from None
         raise
 
 
