@@ -70,23 +70,58 @@ for split in train valid test; do
     f="$TEXT/$split.$side"
     [[ -s "$f" ]] || die "$f is missing or empty; create the text with nd-prepare --out-dir $TEXT"
   done
+  # every split, not only train: fairseq-train would fail later with an error naming no file
+  nq=$(awk 'END { print NR }' "$TEXT/$split.query")
+  nr=$(awk 'END { print NR }' "$TEXT/$split.response")
+  [[ $nq -eq $nr ]] || die "misaligned $split split: $TEXT/$split.query has $nq lines, $TEXT/$split.response has $nr; each query line must pair with the same response line (recreate the text with nd-prepare --out-dir $TEXT)"
 done
+
+# One run at a time per destination (and work directory): a second run would move its sets into
+# the first one's while it works. The lock is held on an open file and goes away with this shell.
+lock() {  # lock FD LOCK_FILE DIRECTORY OPTION
+  python -c 'import fcntl, sys; fcntl.flock(int(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)' "$1" 2>/dev/null \
+    || die "another preprocess.sh is writing to $3 (it holds the lock $2); wait for it to finish, or choose another $4"
+}
+mkdir -p "$WORK" "$DEST"
+exec 8>>"$DEST/.preprocess.lock"
+lock 8 "$DEST/.preprocess.lock" "$DEST" --dest
+exec 9>>"$WORK/.preprocess-work.lock"
+lock 9 "$WORK/.preprocess-work.lock" "$WORK" --work-dir
+rm -rf "$DEST"/.preprocess.??????  # what a killed run left (no other run can be using it now)
 
 # Fingerprint of inputs and options: same fingerprint as the finished output -> nothing to do.
 stamp=$( { for f in "$TEXT"/{train,valid,test}.{query,response}; do cksum < "$f"; done
            echo "vocab=$VOCAB ratio=$RATIO threshold=$THRESHOLD key=$KEY base=$BASE bottom=$BOTTOM v1"; } | cksum | cut -d' ' -f1)
-if [[ $FORCE -eq 0 && -f "$DEST/full/.nd-stamp" && "$(cat "$DEST/full/.nd-stamp")" == "$stamp" \
-      && -f "$DEST/negative/.nd-stamp" && ( $BOTTOM -eq 0 || -f "$DEST/bottom/.nd-stamp" ) ]]; then
+# Each set's stamp is "FINGERPRINT BUILD": up to date only when every set (and the work
+# directory's model) comes from one build with this fingerprint, so a run interrupted between
+# moving two sets into place is rebuilt, not reported as done.
+up_to_date() {
+  local first name names
+  [[ -f "$DEST/full/.nd-stamp" ]] || return 1
+  first=$(cat "$DEST/full/.nd-stamp")
+  [[ "${first%% *}" == "$stamp" ]] || return 1
+  names=(negative)
+  [[ $BOTTOM -eq 1 ]] && names+=(bottom)
+  for name in "${names[@]}"; do
+    [[ -f "$DEST/$name/.nd-stamp" && "$(cat "$DEST/$name/.nd-stamp")" == "$first" ]] || return 1
+  done
+  cmp -s "$WORK/spm/spm.model" "$DEST/full/spm.model"
+}
+if [[ $FORCE -eq 0 ]] && up_to_date; then
   echo "preprocess.sh: $DEST is up to date with $TEXT (use --force to rebuild)"
   exit 0
 fi
 
-mkdir -p "$WORK" "$DEST"
 TMP=$(mktemp -d "$DEST/.preprocess.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+# fairseq-preprocess splits --validpref/--testpref on commas: it reads the encoded text through a
+# link whose path has none, whatever the paths given here hold
+SAFE=$(mktemp -d "${TMPDIR:-/tmp}/nd-preprocess.XXXXXX")
+[[ "$SAFE" == *,* ]] && { rmdir "$SAFE"; SAFE=$(mktemp -d /tmp/nd-preprocess.XXXXXX); }
+trap 'rm -rf "$TMP" "$SAFE"' EXIT
 
 echo "== sentencepiece (vocabulary $VOCAB) on $TEXT/train.{query,response}"
 mkdir -p "$TMP/spm"
+ln -s "$(cd "$TMP/spm" && pwd)" "$SAFE/spm"
 nd-spm train --input "$TEXT/train.query" "$TEXT/train.response" --model-prefix "$TMP/spm/spm" --vocab-size "$VOCAB"
 for split in train valid test; do
   for side in query response; do
@@ -120,7 +155,7 @@ EOF
 
 echo "== fairseq-preprocess: full"
 fairseq-preprocess --source-lang query --target-lang response \
-  --trainpref "$TMP/spm/train" --validpref "$TMP/spm/valid" --testpref "$TMP/spm/test" \
+  --trainpref "$SAFE/spm/train" --validpref "$SAFE/spm/valid" --testpref "$SAFE/spm/test" \
   --destdir "$TMP/full" --joined-dictionary --workers "$WORKERS" > "$TMP/full.log" 2>&1 \
   || { cat "$TMP/full.log" >&2; die "fairseq-preprocess failed on the full set"; }
 cp "$TMP/filter/scores.txt" "$TMP/full/train.entropy"
@@ -131,7 +166,7 @@ for subset in "${subsets[@]}"; do
   [[ $subset == bottom ]] && name=bottom
   echo "== fairseq-preprocess: $name (shared dictionary)"
   fairseq-preprocess --source-lang query --target-lang response \
-    --trainpref "$TMP/spm/$subset" --validpref "$TMP/spm/valid" --testpref "$TMP/spm/test" \
+    --trainpref "$SAFE/spm/$subset" --validpref "$SAFE/spm/valid" --testpref "$SAFE/spm/test" \
     --srcdict "$TMP/full/dict.query.txt" --tgtdict "$TMP/full/dict.response.txt" \
     --destdir "$TMP/$name" --workers "$WORKERS" > "$TMP/$name.log" 2>&1 \
     || { cat "$TMP/$name.log" >&2; die "fairseq-preprocess failed on the $name set"; }
@@ -140,15 +175,15 @@ done
 
 # Move into place: work files first, the binarised sets last (their stamps mark completion).
 rm -rf "$WORK/spm" "$WORK/filter"
-mv "$TMP/spm" "$WORK/spm"
-mv "$TMP/filter" "$WORK/filter"
+mv -T "$TMP/spm" "$WORK/spm"
+mv -T "$TMP/filter" "$WORK/filter"
 built=(full negative)
 [[ $BOTTOM -eq 1 ]] && built+=(bottom)
 for name in "${built[@]}"; do
   mv "$TMP/$name.log" "$TMP/$name/preprocess.log"
   cp "$WORK/spm/spm.model" "$TMP/$name/spm.model"
-  echo "$stamp" > "$TMP/$name/.nd-stamp"
+  echo "$stamp ${TMP##*.}" > "$TMP/$name/.nd-stamp"
   rm -rf "$DEST/$name"
-  mv "$TMP/$name" "$DEST/$name"
+  mv -T "$TMP/$name" "$DEST/$name"
 done
 echo "== done: $DEST/full ($(wc -l < "$TEXT/train.query") training pairs), $DEST/negative ($(wc -l < "$WORK/filter/top.query") pairs)$([[ $BOTTOM -eq 1 ]] && echo ", $DEST/bottom")"

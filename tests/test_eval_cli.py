@@ -268,7 +268,7 @@ BAD_INPUTS = {
                          ["latin1.txt: line 2 is not valid UTF-8"]),
     "no references": (["--hyp", "hyp", "--train-responses", "train"], ["no references for", "--ref"]),
     "generate ids with a gap": (["--hyp", "gap", "--ref", "ref", "--train-responses", "train"],
-                                ["gap.out has sentence ids that are not 0..2 (first missing: 1)"]),
+                                ["gap.out: sentence id 1 (1 of 0..3) has no lines", "--allow-partial"]),
     "generate without all T- lines": (["--hyp", "no_t", "--train-responses", "train"],
                                       ["no_t.out lacks T- lines for 2 of its 3 sentences", "--ref"]),
     "not generate output": (["--hyp", "hyp", "--ref", "ref", "--train-responses", "train",

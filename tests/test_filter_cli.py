@@ -161,16 +161,17 @@ def test_errors_name_the_file_and_leave_nothing_behind(tmp_path, capsys):
     assert os.listdir(scratch) == []
 
 
-def test_failure_while_writing_removes_the_temporaries(tmp_path, monkeypatch):
+def test_failure_while_writing_removes_the_temporaries(tmp_path, monkeypatch, capsys):
     q, r = write_pairs(tmp_path, PAIRS)
 
     def broken(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(cli, "_write_scores", broken)
-    with pytest.raises(OSError, match="disk full"):
-        nd_filter("--query", q, "--response", r, "--out-dir", tmp_path / "out", "--bottom", "--jobs", "1")
-    assert os.listdir(tmp_path / "out") == []
+    assert nd_filter("--query", q, "--response", r, "--out-dir", tmp_path / "out", "--bottom", "--jobs", "1") == 2
+    assert capsys.readouterr().err == f"nd-filter: error: {tmp_path / 'out'}: disk full; check the path, its " \
+                                      f"permissions and the free space\n"
+    assert not (tmp_path / "out").exists()  # the directory it made is removed too
 
 
 def test_run_parallel_order_and_errors():

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..io_utils import AtomicFiles, InputError, check_aligned, read_lines, require_file
+from ..io_utils import UTF8_BOM, AtomicFiles, InputError, check_aligned, check_output_dir, read_lines, require_file
 
 Pair = Tuple[str, str]
 Conversation = List[str]  # turns
@@ -50,6 +50,8 @@ def read_chitchat(path: Optional[str] = None) -> List[Conversation]:
     require_file(path, "chitchat dataset")
     with open(path, "rb") as f:
         raw = f.read()
+    if raw.startswith(UTF8_BOM):  # no part of the JSON text
+        raw = raw[len(UTF8_BOM):]
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -223,6 +225,7 @@ def prepare(args: argparse.Namespace) -> Dict[str, object]:
         raise InputError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt != "chitchat" and not args.input:
         raise InputError(f"--format {fmt} needs --input PATH")
+    check_output_dir(args.out_dir)
 
     def read_source(path: Optional[str], response_path: Optional[str] = None, split: str = "train"):
         """Returns (units, is_conversational)."""
@@ -331,6 +334,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = prepare(args)
     except InputError as err:
         print(f"nd-prepare: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        name = err.filename if err.filename is not None else args.out_dir
+        print(f"nd-prepare: error: {name}: {err.strerror or err}; check the path, its permissions and "
+              f"the free space", file=sys.stderr)
         return 2
     if not args.quiet:
         units = report["units"]

@@ -10,10 +10,9 @@ Encoding keeps one output line per input line (an empty line stays empty), so fi
 import argparse
 import os
 import sys
-import tempfile
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
-from ..io_utils import AtomicFiles, InputError, iter_line_blocks, require_file
+from ..io_utils import AtomicFiles, InputError, ScratchDir, iter_line_blocks, require_file
 
 
 def _load(model: str):
@@ -21,6 +20,12 @@ def _load(model: str):
 
     require_file(model, "sentencepiece model", "train one first with nd-spm train")
     return spm.SentencePieceProcessor(model_file=model)
+
+
+def _sentences(inputs: Sequence[str]) -> Iterator[str]:
+    for path in inputs:
+        for block in iter_line_blocks(path):
+            yield from block
 
 
 def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type: str = "unigram",
@@ -34,11 +39,14 @@ def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type:
             pass
     directory = os.path.dirname(os.path.abspath(model_prefix))
     os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        tmp_prefix = os.path.join(tmp, "m")
+    # a killed run's directory is removed by the next run training into the same directory
+    with ScratchDir(directory, ".nd-spm-") as scratch:
+        tmp_prefix = os.path.join(scratch.name, "m")
         try:
+            # the lines are handed over by our reader, not as sentencepiece's comma-separated
+            # ``input`` list: a path may hold commas, and the reader drops a byte order mark
             spm.SentencePieceTrainer.train(
-                input=",".join(inputs), model_prefix=tmp_prefix, vocab_size=vocab_size,
+                sentence_iterator=_sentences(inputs), model_prefix=tmp_prefix, vocab_size=vocab_size,
                 model_type=model_type, character_coverage=character_coverage,
                 input_sentence_size=seed_sentences, shuffle_input_sentence=True,
                 # fairseq adds its own <s>, <pad>, </s>, <unk>; keep spm's ids out of the way
@@ -108,6 +116,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f.write(line + "\n")
     except InputError as err:
         print(f"nd-spm: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        name = err.filename if err.filename is not None else "an output"
+        print(f"nd-spm: error: cannot write {name}: {err.strerror or err}; check the path, its permissions "
+              f"and the free space", file=sys.stderr)
         return 2
     return 0
 

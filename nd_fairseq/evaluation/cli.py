@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default), none, sentencepiece, bpe")
     p.add_argument("--top-k", type=_count, default=10,
                    help="how many most frequent responses to report (default 10)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="score the complete sentences of a generate output that was cut off (a cut last "
+                        "line, S- lines without H-, missing ids), with a warning giving the counts; "
+                        "without it such a file is an error")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
     return p
@@ -99,8 +103,14 @@ def _systems(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return systems
 
 
-def _aligned(path: str, resp, refs: Optional[List[str]], ref_path: Optional[str]):
+def _aligned(path: str, resp, refs: Optional[List[str]], ref_path: Optional[str], allow_partial: bool = False):
     """The (hypotheses, references) of one system, or an error naming the file and the fix."""
+    if allow_partial and refs is not None and resp.ids is not None:
+        beyond = [i for i in resp.ids if i >= len(refs)]
+        if beyond:
+            raise InputError(f"{path} has sentence id {beyond[0]} but {ref_path} has only {len(refs)} "
+                             f"references; give the references of the test set that was generated")
+        return resp.hypotheses, [refs[i] for i in resp.ids]
     if refs is None:
         if resp.references is None:
             if resp.format == "generate":
@@ -109,14 +119,16 @@ def _aligned(path: str, resp, refs: Optional[List[str]], ref_path: Optional[str]
             raise InputError(f"no references for {path}; pass the test responses with --ref "
                              f"(one per line, aligned with the hypotheses)")
         return resp.hypotheses, resp.references
+    partial = " (or pass --allow-partial to score the sentences it has)" if resp.ids is not None else ""
     if len(resp.hypotheses) != len(refs):
         raise InputError(f"{path} has {len(resp.hypotheses)} hypotheses but {ref_path} has {len(refs)} "
                          f"references; each line of {ref_path} must be the reference of the same test "
-                         f"sentence (generate the whole test set, or cut --ref to match)")
+                         f"sentence (generate the whole test set, or cut --ref to match){partial}")
     if resp.ids is not None and resp.ids != list(range(len(refs))):
         missing = next(i for i in range(len(refs)) if i not in set(resp.ids))
         raise InputError(f"{path} has sentence ids that are not 0..{len(refs) - 1} (first missing: "
-                         f"{missing}); regenerate the whole test set so H-i pairs with line i+1 of {ref_path}")
+                         f"{missing}); regenerate the whole test set so H-i pairs with line i+1 of "
+                         f"{ref_path}{partial}")
     return resp.hypotheses, refs
 
 
@@ -127,15 +139,27 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     train = read_train_counts(args.train_responses, args.lowercase, args.subwords)
     results: Dict[str, dict] = {}
     shared_refs: Optional[Tuple[str, List[str]]] = None
+    allow_partial = getattr(args, "allow_partial", False)
     for name, path in systems:
-        resp = read_responses(path, args.format, args.hyp_field, args.subwords)
-        hyps, sys_refs = _aligned(path, resp, refs, args.ref)
+        resp = read_responses(path, args.format, args.hyp_field, args.subwords, allow_partial)
+        hyps, sys_refs = _aligned(path, resp, refs, args.ref, allow_partial)
         if refs is None:  # references from T- lines: all systems must share the same test set
+            by_id = dict(zip(resp.ids, sys_refs)) if allow_partial else sys_refs
             if shared_refs is None:
-                shared_refs = (path, sys_refs)
-            elif shared_refs[1] != sys_refs:
+                shared_refs = (path, by_id)
+            elif (any(shared_refs[1][i] != r for i, r in by_id.items() if i in shared_refs[1])
+                  if allow_partial else shared_refs[1] != by_id):
                 raise InputError(f"{path} and {shared_refs[0]} have different T- lines (test sets); "
                                  f"pass the common references with --ref to compare them")
+        partial = None
+        if allow_partial and resp.ids is not None:
+            expected = len(refs) if refs is not None else resp.expected
+            tail = expected - resp.expected  # ids after the largest one seen (known from --ref)
+            gaps = [g for g in (resp.gaps, f"{tail} id{'s' * (tail > 1)} absent after the last" if tail > 0 else "") if g]
+            if len(hyps) < expected:
+                partial = {"scored": len(hyps), "expected": expected, "incomplete": ", ".join(gaps)}
+                print(f"nd-eval: warning: {path} is incomplete ({partial['incomplete']}): scoring "
+                      f"{len(hyps)} of {expected} sentences", file=sys.stderr)
         t0 = time.perf_counter()
         result = evaluate(hyps, sys_refs, train, lf_threshold=args.lf_threshold,
                           bleu_smoothing=args.bleu_smoothing, lowercase=args.lowercase, top_k=args.top_k)
@@ -143,6 +167,8 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
                        "ref_file": args.ref if args.ref is not None else path,
                        "train_responses": args.train_responses,
                        "seconds": round(time.perf_counter() - t0, 3)})
+        if partial is not None:
+            result["partial"] = partial
         results[name] = result
     return results
 

@@ -5,6 +5,9 @@
 after ``--bpe``/``--tokenizer`` decoding), ``P-id`` (positional scores) and more (``A-``, ``I-``,
 ``E-``), in batch order, not id order; log lines may be mixed in when stderr was redirected too.
 :func:`read_generate` keeps the first (best) hypothesis of each id and returns them sorted by id.
+An incomplete output (a last line without its newline, an id with S-/T- lines but no hypothesis,
+ids below the largest with no line at all: what a job killed while generating leaves) is an error
+unless ``allow_partial``.
 
 Subword units are undone the way fairseq's ``--post-process`` does: sentencepiece pieces
 (``▁how ▁are ▁you`` -> ``how are you``) and subword-nmt BPE (``hel@@ lo`` -> ``hello``). With
@@ -12,8 +15,9 @@ Subword units are undone the way fairseq's ``--post-process`` does: sentencepiec
 BPE when any contains ``@@ `` (or ends with ``@@``); text already post-processed passes unchanged.
 """
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from typing import Dict, Iterator, List, Optional
 
 from ..io_utils import InputError, iter_line_blocks, read_lines, require_file
@@ -23,6 +27,7 @@ FORMATS = ("auto", "generate", "text")
 HYPOTHESIS_FIELDS = ("H", "D")
 
 _GENERATE_LINE = re.compile(r"([STHDP])-(\d+)\t")
+_CUT_RECORD = re.compile(r"([STHDP])-(\d+)")  # what is left of a record line cut off early
 _SPM = "\u2581"
 
 
@@ -57,6 +62,46 @@ class GenerateOutput:
     hypotheses: List[str]
     references: Dict[int, str]  # T- lines (may be missing or partial)
     sources: Dict[int, str]  # S- lines
+    field: str = "H"
+    #: the last line, when the file does not end with a newline (cut off while being written)
+    cut_line: Optional[int] = None
+    #: id -> line of its first S-/T- line, for ids without a hypothesis line (or whose last line was cut)
+    unfinished: Dict[int, int] = dataclass_field(default_factory=dict)
+    #: ids below the largest id seen that have no line at all
+    absent: List[int] = dataclass_field(default_factory=list)
+
+    @property
+    def expected(self) -> int:
+        """Sentences the run should have written: 0 .. the largest id seen."""
+        return len(self.ids) + len(self.unfinished) + len(self.absent)
+
+    def gaps(self) -> str:
+        """The incomplete records, counted (e.g. ``line 161 cut off, 1 id without H-``), or ''."""
+        parts = []
+        if self.cut_line is not None:
+            parts.append(f"line {self.cut_line} cut off")
+        if self.unfinished:
+            parts.append(f"{len(self.unfinished)} id{'s' * (len(self.unfinished) > 1)} without {self.field}-")
+        if self.absent:
+            parts.append(f"{len(self.absent)} id{'s' * (len(self.absent) > 1)} absent")
+        return ", ".join(parts)
+
+    def check_complete(self) -> None:
+        """Raise :class:`InputError` naming the file and the first incomplete record, if any."""
+        fix = (f"rerun fairseq-generate to the end, or pass --allow-partial to score the {len(self.ids)} "
+               f"complete sentences")
+        if self.cut_line is not None:
+            raise InputError(f"{self.path}: line {self.cut_line} is cut off (the file does not end with a "
+                             f"newline: fairseq-generate was stopped while writing it); {fix}")
+        if self.unfinished:
+            sid, line = min(self.unfinished.items(), key=lambda kv: kv[1])
+            raise InputError(f"{self.path}: line {line} starts sentence {sid} but no {self.field}-{sid} line "
+                             f"follows (the output is incomplete); {fix}")
+        if self.absent:
+            shown = ", ".join(map(str, self.absent[:5])) + (", ..." if len(self.absent) > 5 else "")
+            ids = "id" if len(self.absent) == 1 else "ids"
+            raise InputError(f"{self.path}: sentence {ids} {shown} ({len(self.absent)} of 0..{self.expected - 1}) "
+                             f"{'has' if len(self.absent) == 1 else 'have'} no lines (the output is incomplete); {fix}")
 
 
 def _iter_lines(path: str) -> Iterator[str]:
@@ -64,36 +109,83 @@ def _iter_lines(path: str) -> Iterator[str]:
         yield from block
 
 
-def parse_generate(lines, path: str = "<generate output>", field: str = "H") -> GenerateOutput:
-    """Collect S-/T- lines and the first ``field`` (H or D) line of each id from generate output."""
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def parse_generate(lines, path: str = "<generate output>", field: str = "H",
+                   last_line_cut: bool = False) -> GenerateOutput:
+    """Collect S-/T- lines and the first ``field`` (H or D) line of each id from generate output.
+
+    With ``last_line_cut`` (the file does not end with a newline) the last line is incomplete:
+    its sentence counts as unfinished. Ids below the largest one with no line are ``absent``.
+    """
     if field not in HYPOTHESIS_FIELDS:
         raise ValueError(f"unknown hypothesis field {field!r}; choose H or D")
     hyps: Dict[int, str] = {}
     refs: Dict[int, str] = {}
     srcs: Dict[int, str] = {}
-    for line in lines:
-        m = _GENERATE_LINE.match(line)
-        if not m:
-            continue  # log lines, P-/A-/E- lines, the final BLEU line
-        kind, sid, rest = m.group(1), int(m.group(2)), line[m.end():]
-        if kind == field:
-            if sid not in hyps:  # with --nbest the best hypothesis comes first
-                # "score<TAB>text"; an empty hypothesis may have lost its trailing tab
-                hyps[sid] = rest.split("\t", 1)[1] if "\t" in rest else ""
-        elif kind == "T":
-            refs.setdefault(sid, rest)
-        elif kind == "S":
-            srcs.setdefault(sid, rest)
+    first_line: Dict[int, int] = {}  # id -> its first S-/T-/hypothesis line
+    no, line = 0, None
+    pending = None  # the line before, kept back until it is known not to be the (cut) last one
+    for no, line in enumerate(lines, 1):
+        if pending is not None:
+            _collect(pending[1], pending[0], field, hyps, refs, srcs, first_line)
+        pending = (no, line)
+    cut_line = cut_id = None
+    if pending is not None:
+        if last_line_cut:
+            cut_line = pending[0]
+            m = _CUT_RECORD.match(pending[1])
+            if m:
+                cut_id = int(m.group(2))
+                first_line.setdefault(cut_id, cut_line)
+        else:
+            _collect(pending[1], pending[0], field, hyps, refs, srcs, first_line)
+    if cut_id is not None:
+        hyps.pop(cut_id, None)  # its record was still being written
+    seen = set(first_line)
+    unfinished = {sid: first_line[sid] for sid in sorted(seen - set(hyps))}
+    absent = [i for i in range(max(seen) + 1) if i not in seen] if seen else []
     ids = sorted(hyps)
-    return GenerateOutput(path, ids, [hyps[i] for i in ids], refs, srcs)
+    return GenerateOutput(path, ids, [hyps[i] for i in ids], refs, srcs, field, cut_line, unfinished, absent)
 
 
-def read_generate(path: str, field: str = "H") -> GenerateOutput:
+def _collect(line: str, no: int, field: str, hyps: Dict[int, str], refs: Dict[int, str],
+             srcs: Dict[int, str], first_line: Dict[int, int]) -> None:
+    """Record one line of generate output (see :func:`parse_generate`)."""
+    m = _GENERATE_LINE.match(line)
+    if not m:
+        return  # log lines, P-/A-/E- lines, the final BLEU line
+    kind, sid, rest = m.group(1), int(m.group(2)), line[m.end():]
+    if kind in ("S", "T", field):
+        first_line.setdefault(sid, no)
+    if kind == field:
+        if sid not in hyps:  # with --nbest the best hypothesis comes first
+            # "score<TAB>text"; an empty hypothesis may have lost its trailing tab
+            hyps[sid] = rest.split("\t", 1)[1] if "\t" in rest else ""
+    elif kind == "T":
+        refs.setdefault(sid, rest)
+    elif kind == "S":
+        srcs.setdefault(sid, rest)
+
+
+def read_generate(path: str, field: str = "H", allow_partial: bool = False) -> GenerateOutput:
+    """Read generate output; incomplete records are an error unless ``allow_partial``."""
     require_file(path, "generate output")
-    out = parse_generate(_iter_lines(path), path, field)
+    out = parse_generate(_iter_lines(path), path, field, last_line_cut=not _ends_with_newline(path))
     if not out.ids:
+        if out.gaps():
+            out.check_complete()
         raise InputError(f"{path} has no {field}- lines; give the output of fairseq-generate (without "
                          f"--quiet), or a plain text file with one response per line")
+    if not allow_partial:
+        out.check_complete()
     return out
 
 
@@ -115,10 +207,17 @@ class Responses:
     references: Optional[List[str]]
     ids: Optional[List[int]] = None
     missing_references: int = 0  # generate output: ids without a T- line
+    expected: Optional[int] = None  # generate output: sentences it should hold (0 .. largest id)
+    gaps: str = ""  # generate output read with allow_partial: what is incomplete
 
 
-def read_responses(path: str, fmt: str = "auto", field: str = "H", subwords: str = "auto") -> Responses:
-    """Read a system's output (``fmt`` in FORMATS) with subword units undone."""
+def read_responses(path: str, fmt: str = "auto", field: str = "H", subwords: str = "auto",
+                   allow_partial: bool = False) -> Responses:
+    """Read a system's output (``fmt`` in FORMATS) with subword units undone.
+
+    Generate output with incomplete records (see :meth:`GenerateOutput.check_complete`) is an
+    error, unless ``allow_partial``: then the complete sentences are read.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     require_file(path, "hypothesis file", "check the path of the system output")
@@ -129,10 +228,11 @@ def read_responses(path: str, fmt: str = "auto", field: str = "H", subwords: str
         if not lines:
             raise InputError(f"hypothesis file {path} is empty; give one generated response per line")
         return Responses(path, "text", undo_subwords(lines, subwords), None)
-    gen = read_generate(path, field)
+    gen = read_generate(path, field, allow_partial)
     missing = sum(1 for i in gen.ids if i not in gen.references)
     refs = None if missing else undo_subwords([gen.references[i] for i in gen.ids], subwords)
-    return Responses(path, "generate", undo_subwords(gen.hypotheses, subwords), refs, gen.ids, missing)
+    return Responses(path, "generate", undo_subwords(gen.hypotheses, subwords), refs, gen.ids, missing,
+                     gen.expected, gen.gaps())
 
 
 def read_references(path: str, subwords: str = "auto") -> List[str]:

@@ -11,13 +11,16 @@ All outputs appear together or not at all.
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io_utils import AtomicFiles, InputError, default_jobs, iter_line_buffers, require_file, run_parallel
+from ..io_utils import (AtomicFiles, InputError, check_output_dir, default_jobs, iter_line_buffers, require_file,
+                        run_parallel)
 from .auto_key import MOSTLY_ZEROS, choose_key, default_bound, zeros_in_top
 from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, line_bounds, score_files, selectors_for
 
@@ -164,6 +167,7 @@ def _write_side(path: str, corpus: ScoredCorpus, outputs: Sequence[Tuple[Selecto
 def run(args: argparse.Namespace) -> dict:
     require_file(args.query, "query file", "give the query side of the training pairs with --query")
     require_file(args.response, "response file", "give the response side with --response")
+    check_output_dir(args.out_dir)
     if args.bottom_ratio is not None and not args.bottom:
         args.bottom = True
     jobs = getattr(args, "jobs", None)
@@ -271,14 +275,31 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: temporaries removed, workers stopped
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _keep_freed_memory()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         summary = run(args)
+    except KeyboardInterrupt:
+        print(f"nd-filter: interrupted; nothing was written to {args.out_dir}", file=sys.stderr)
+        return 130
     except InputError as err:
         print(f"nd-filter: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        name = err.filename if err.filename is not None else args.out_dir
+        print(f"nd-filter: error: {name}: {err.strerror or err}; check the path, its permissions and "
+              f"the free space", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         print_summary(summary, args.out_dir)
     warn_mostly_zeros(summary)

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..io_utils import InputError, default_jobs, iter_line_buffers, run_parallel
+from ..io_utils import NO_SPACE_ERRNOS, InputError, ScratchDir, default_jobs, iter_line_buffers, run_parallel
 
 # Keys ----------------------------------------------------------------------------------------
 #
@@ -853,7 +853,8 @@ def score_files(query_path: str, response_path: str, key: str = "normalized", ba
     ln_base = log_base(base)
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
     bucket_lines = BUCKET_LINES if bucket_lines is None else max(1, int(bucket_lines))
-    scratch = tempfile.TemporaryDirectory(prefix="nd-filter-", dir=scratch_dir)
+    # a killed run's scratch directory is removed by the next run that uses the same place
+    scratch = ScratchDir(tempfile.gettempdir() if scratch_dir is None else scratch_dir, "nd-filter-")
     try:
         qfile, rfile = (os.path.join(scratch.name, f) for f in ("q.u64", "r.u64"))
         bar = None
@@ -919,8 +920,14 @@ def score_files(query_path: str, response_path: str, key: str = "normalized", ba
         values, counts, maps = _merge_values([r[0] for r in results], [r[1] for r in results])
         _merge_codes(buckets, maps, n, codes_path)
         return ScoredCorpus(scratch, n, values, counts, sum(r[2] for r in results), codes_path)
-    except BaseException:
+    except BaseException as err:
+        where = os.path.dirname(scratch.name)
         scratch.cleanup()
+        # numpy's tofile reports a short write without an errno
+        if isinstance(err, OSError) and (err.errno in NO_SPACE_ERRNOS or err.errno is None):
+            raise InputError(f"cannot write the scratch files in {where}: {err.strerror or 'a write was cut short'} "
+                             f"(the disk is full, or a quota or file size limit was reached); free some space "
+                             f"there or pass --scratch-dir on a disk with room") from None
         raise
 
 
