@@ -5,7 +5,6 @@ sort): the fast path (bytes, vectorised hashing, hash buckets, several processes
 writing) must give the same scores to 6 decimals and exactly the same selections.
 """
 
-import importlib
 import json
 import math
 import os
@@ -22,8 +21,7 @@ from conftest import run_cli
 from nd_fairseq.filtering import cli
 from nd_fairseq.io_utils import InputError, iter_line_buffers, iter_line_blocks, run_parallel
 
-# the module (nd_fairseq.filtering exports a function of the same name)
-se = importlib.import_module("nd_fairseq.filtering.source_entropy")
+from nd_fairseq.filtering import file_scoring as se  # the module whose tuning constants the tests patch
 
 OUTPUTS = {"scores.txt", "top.query", "top.response", "bottom.query", "bottom.response", "summary.json"}
 
@@ -297,7 +295,7 @@ def test_fast_path_matches_reference(tmp_path, monkeypatch, key, base, jobs, buc
 def test_cut_ranks_the_values_scores_txt_holds(tmp_path):
     """Entropies that differ only beyond the 6 decimals of scores.txt tie (broken by line order), so
     the in-fairseq filter, which reads scores.txt, selects exactly what nd-filter selected."""
-    from nd_fairseq.filtering.source_entropy import select_indices
+    from nd_fairseq.filtering.cut import select_indices
 
     # response "a" answered 12/6/5/2 times by four queries, "b" 7/7/4/1 times:
     # H(a) = 1.7582975702..., H(b) = 1.7582975708... bits, both 1.758298 in scores.txt

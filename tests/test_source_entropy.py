@@ -6,20 +6,12 @@ import unicodedata
 import numpy as np
 import pytest
 
-from nd_fairseq.filtering.source_entropy import (
-    _ODD_SPACE,
-    block_hashes,
-    block_key_function,
-    bottom_count,
-    group_entropy,
-    hash_keys,
-    key_function,
-    normalize_line,
-    select_indices,
-    source_entropy,
-    target_entropy,
-    top_count,
-)
+from key_reference import _ODD_SPACE, block_key_function, key_function
+from nd_fairseq.filtering.cut import bottom_count, select_indices, top_count
+from nd_fairseq.filtering.entropy import group_entropy
+from nd_fairseq.filtering.hashing import block_hashes, hash_keys
+from nd_fairseq.filtering.keys import normalize_line
+from nd_fairseq.filtering.memory_scoring import source_entropy, target_entropy
 from nd_fairseq.io_utils import InputError
 
 # A hand-made corpus: (query, response) pairs.

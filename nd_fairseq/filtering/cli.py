@@ -22,7 +22,10 @@ import numpy as np
 from ..io_utils import (AtomicFiles, InputError, check_output_dir, default_jobs, iter_line_buffers, require_file,
                         run_parallel)
 from .auto_key import MOSTLY_ZEROS, choose_key, default_bound, zeros_in_top
-from .source_entropy import KEY_CHOICES, ScoredCorpus, Selector, line_bounds, score_files, selectors_for
+from .cut import Selector, selectors_for
+from .file_scoring import score_files
+from .keys import KEY_CHOICES, line_bounds
+from .scored_corpus import ScoredCorpus
 
 
 def build_parser() -> argparse.ArgumentParser:

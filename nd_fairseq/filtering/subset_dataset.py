@@ -3,7 +3,7 @@
 ``EntropySubsetDataset`` wraps a ``LanguagePairDataset`` and exposes only the pairs selected from a
 per-pair score file (``nd-filter``'s ``scores.txt``; ``preprocess.sh`` copies it to
 ``data-bin/full/train.entropy``). Selection follows exactly the rules of ``nd-filter``
-(:func:`~nd_fairseq.filtering.source_entropy.select_indices`), so ``--entropy-subset top`` on the
+(:func:`~nd_fairseq.filtering.cut.select_indices`), so ``--entropy-subset top`` on the
 full set trains on the same pairs as the script-built ``data-bin/negative``.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from fairseq.data import BaseWrapperDataset
 
 from ..io_utils import InputError, iter_line_blocks, require_file
-from .source_entropy import select_indices
+from .cut import select_indices
 
 logger = logging.getLogger(__name__)
 
