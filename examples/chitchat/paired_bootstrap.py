@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experiment import generation_file  # noqa: E402  (the runner's naming of generate outputs)
+from experiment_jobs import generation_file  # noqa: E402  (the runner's naming of generate outputs)
 
 
 def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
