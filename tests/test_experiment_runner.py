@@ -51,6 +51,24 @@ def test_nd_init_standard_fine_tunes_each_seed_from_its_standard_run(runner, tmp
     assert "--no-att-loss" in [str(a) for a in jobs["nd_no_att.s1"].args] and "nd_no_att.s2" not in jobs
 
 
+def test_variants_belong_to_their_experiment(runner, tmp_path):
+    import experiment_systems  # beside the runner, on the path once the runner is loaded
+
+    order, labels = list(experiment_systems.SYSTEM_ORDER), dict(experiment_systems.LABELS)
+    argv = ["--systems", "nd", "nd_l2", "--seeds", "1", "--variants", "nd_l2=--alpha-lambda 2", "nd_b=--alpha-lambda 8"]
+    jobs, first = jobs_of(runner, tmp_path / "a", *argv)
+    _, second = jobs_of(runner, tmp_path / "b", *argv)  # the same names again are new to this experiment
+    # each variant is inserted right after nd, so the later one comes first
+    assert first.systems.order[:5] == ["standard", "standard_ft", "nd", "nd_b", "nd_l2"]
+    assert second.systems.order == first.systems.order and len(first.systems.order) == len(order) + 2
+    assert first.systems.labels["nd_l2"] == "ND (--alpha-lambda 2)"
+    assert [str(a) for a in jobs["nd_l2.s1"].args][-4:-2] == ["--alpha-lambda", "2"]
+    # the module's catalogue is what it was
+    assert experiment_systems.SYSTEM_ORDER == order and experiment_systems.LABELS == labels
+    with pytest.raises(SystemExit):
+        jobs_of(runner, tmp_path / "c", "--variants", "nd=--alpha-lambda 2")  # not a new name
+
+
 def test_unknown_system_is_refused(runner, tmp_path):
     with pytest.raises(SystemExit):
         runner.parse_args(["--out", str(tmp_path), "--systems", "nd_typo"])
