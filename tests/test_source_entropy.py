@@ -8,7 +8,7 @@ import pytest
 
 from key_reference import _ODD_SPACE, block_key_function, key_function
 from nd_fairseq.filtering.cut import bottom_count, select_indices, top_count
-from nd_fairseq.filtering.entropy import group_entropy
+from nd_fairseq.filtering.entropy import conditional_entropy, group_entropy
 from nd_fairseq.filtering.hashing import block_hashes, hash_keys
 from nd_fairseq.filtering.keys import normalize_line
 from nd_fairseq.filtering.memory_scoring import source_entropy, target_entropy
@@ -91,6 +91,25 @@ def test_group_entropy_function():
     np.testing.assert_allclose(h, [1.0, H_YEAH, 0.0], atol=1e-12)
     g0, s0, h0 = group_entropy(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
     assert g0.size == s0.size == h0.size == 0
+
+
+def test_conditional_entropy_groups_the_pairs_and_gives_eq4_per_group():
+    # group 5 holds pairs 1, 3, 4 with members 2, 2, 4: H = H_YEAH; group 7 pairs 0, 2, members 1, 3: 1 bit
+    group = np.array([7, 5, 7, 5, 5], dtype=np.uint64)
+    member = np.array([1, 2, 3, 2, 4], dtype=np.uint64)
+    order, group_id, size, entropy = conditional_entropy(group, member)  # bits by default
+    assert sorted(order.tolist()) == [0, 1, 2, 3, 4] and group_id.shape == (5,)
+    runs = group[order].tolist()
+    assert runs in ([5, 5, 5, 7, 7], [7, 7, 5, 5, 5])  # the pairs of a group are adjacent
+    per_pair = np.empty(5)
+    per_pair[order] = entropy[group_id]
+    np.testing.assert_allclose(per_pair, [1.0, H_YEAH, 1.0, H_YEAH, H_YEAH], atol=1e-12)
+    sizes = np.empty(5, dtype=np.int64)
+    sizes[order] = size[group_id]
+    assert sizes.tolist() == [2, 3, 2, 3, 3] and size.sum() == 5
+    # in nats: the same counts, another log
+    nats = conditional_entropy(group, member, ln_base=1.0).entropy
+    np.testing.assert_allclose(np.sort(nats[size > 0]), np.sort(entropy[size > 0]) * math.log(2), atol=1e-12)
 
 
 def test_misaligned_and_bad_key():
