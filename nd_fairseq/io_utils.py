@@ -237,7 +237,7 @@ def check_output_dir(directory: str, option: str = "--out-dir") -> None:
 
 
 def remove_stale_scratch(parent: str, prefix: str, finish: Optional[Callable[[str], None]] = None) -> None:
-    """Remove the directories ``parent/prefix*`` of runs that were killed (see :class:`ScratchDir`).
+    """Remove the directories named ``prefix*`` inside ``parent`` of runs that were killed (see :class:`ScratchDir`).
 
     A live run holds a lock on its directory, so only directories nobody holds are removed;
     ``finish(path)`` is called on each (holding its lock) before it is removed.
