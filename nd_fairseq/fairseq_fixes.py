@@ -20,7 +20,8 @@
   without ``fsync``, then ``shutil.copyfile``s it to the other names (``checkpoint_last.pt``,
   ``checkpoint_best.pt``): a kill during the copy leaves a truncated ``checkpoint_last.pt`` and the
   resume fails. Every file is now written to ``NAME.tmp``, flushed to disk and renamed over
-  ``NAME`` (then the directory is synced), so a kill leaves the old file or the new one.
+  ``NAME`` (then the directory is synced), so a kill leaves the old file or the new one; the
+  ``.tmp`` such a kill leaves is removed when training starts again.
 * An error of the plugin about bad input (:class:`~nd_fairseq.io_utils.InputError`: a wrong option,
   a bad teacher or checkpoint file) raised inside a fairseq command-line tool would end in a Python
   traceback with exit code 1. In those tools it is printed as one line, ``PROG: error: MESSAGE``,
@@ -164,6 +165,24 @@ def atomic_checkpoint_save(original):
     return torch_persistent_save
 
 
+def remove_stale_temporaries(original):
+    @functools.wraps(original)
+    def load_checkpoint(cfg, trainer, **kwargs):
+        # a kill during a save leaves NAME.pt.tmp beside the intact NAME.pt: remove it at start-up
+        save_dir = getattr(cfg, "save_dir", None)
+        if save_dir and os.path.isdir(save_dir) and trainer.should_save_checkpoint_on_current_rank:
+            for name in os.listdir(save_dir):
+                if name.startswith("checkpoint") and name.endswith(".pt.tmp"):
+                    try:
+                        os.remove(os.path.join(save_dir, name))
+                    except OSError:
+                        pass
+        return original(cfg, trainer, **kwargs)
+
+    load_checkpoint.__nd_fixed__ = True
+    return load_checkpoint
+
+
 def _atomic_copy_path_manager():
     """fairseq's ``PathManager`` whose ``copy`` of a local file is write-then-rename."""
     from fairseq.file_io import PathManager
@@ -226,6 +245,8 @@ def install() -> None:
         distributed_utils._broadcast_object_slow = safe_broadcast(distributed_utils._broadcast_object_slow)
     if not getattr(checkpoint_utils.torch_persistent_save, "__nd_fixed__", False):
         checkpoint_utils.torch_persistent_save = atomic_checkpoint_save(checkpoint_utils.torch_persistent_save)
+    if not getattr(checkpoint_utils.load_checkpoint, "__nd_fixed__", False):
+        checkpoint_utils.load_checkpoint = remove_stale_temporaries(checkpoint_utils.load_checkpoint)
     if not getattr(checkpoint_utils.PathManager, "__nd_fixed__", False):
         checkpoint_utils.PathManager = _atomic_copy_path_manager()  # the copies of checkpoint_utils only
     if _running_a_fairseq_tool() and not getattr(sys.excepthook, "__nd_fixed__", False):
