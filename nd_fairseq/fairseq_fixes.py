@@ -213,14 +213,31 @@ def _running_a_fairseq_tool() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv else "").startswith("fairseq-")
 
 
+def _input_error_message(value):
+    """The message of a plugin :class:`InputError`, also one re-raised from a spawned worker; else None."""
+    from .io_utils import InputError
+
+    if isinstance(value, InputError):
+        return str(value)
+    if type(value).__name__ == "ProcessRaisedException":
+        # torch.multiprocessing.spawn re-raises a worker's error as the text of its traceback,
+        # whose last line is "module.Class: message"
+        lines = str(value).strip().splitlines()
+        name, _, message = lines[-1].partition(": ") if lines else ("", "", "")
+        module, _, class_name = name.rpartition(".")
+        kind = getattr(sys.modules.get(module), class_name, None) if module.startswith("nd_fairseq") else None
+        if isinstance(kind, type) and issubclass(kind, InputError):
+            return message
+    return None
+
+
 def report_input_errors(previous_hook):
     def excepthook(kind, value, traceback):
-        from .io_utils import InputError
-
-        if isinstance(value, InputError):
+        message = _input_error_message(value)
+        if message is not None:
             sys.stdout.flush()
             prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "fairseq"
-            message = " ".join(str(value).split("\n"))
+            message = " ".join(message.split("\n"))
             sys.stderr.write(f"{prog}: error: {message}\n")
             sys.stderr.flush()
             sys.exit(2)  # raised from the hook, SystemExit sets the process's exit status

@@ -297,3 +297,13 @@ def test_sigkill_while_saving_leaves_complete_checkpoints_and_training_resumes(d
     umask = os.umask(0)
     os.umask(umask)
     assert (save / "checkpoint_last.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_bad_teacher_in_spawned_distributed_workers_is_one_line_too(data_bin, tmp_path):
+    """fairseq spawns the ranks (--distributed-world-size 2 on CPU) and re-raises a worker's error."""
+    text = tmp_path / "teacher.pt"
+    text.write_text("not a checkpoint\n")
+    proc = run_cli([*_train_args(data_bin / "full", tmp_path / "t"), "--cpu", "--distributed-world-size", "2",
+                    "--criterion", "negative_distillation", "--teacher-path", text], check=False)
+    _assert_one_line_error(proc, f"fairseq-train: error: teacher checkpoint {text} is a text file (it starts "
+                                 f"'not a checkpoint'), not a checkpoint; give a .pt file written by fairseq-train")
