@@ -53,14 +53,31 @@ def _teacher_dictionary(state: dict, side: str) -> Optional[List[str]]:
     cfg = state.get("cfg")
     task_cfg = getattr(cfg, "task", None) if cfg is not None else None
     data = getattr(task_cfg, "data", None) if task_cfg is not None else None
-    lang = getattr(task_cfg, "source_lang" if side == "source" else "target_lang", None) if task_cfg else None
-    if data and lang:
+    if not data:
+        return None
+    data_dir = str(data).split(os.pathsep)[0]
+    lang = getattr(task_cfg, "source_lang" if side == "source" else "target_lang", None)
+    if lang is None:
+        # the translation task infers the languages from the file names and stores None in the
+        # config (the usual case): infer them again from the teacher's data directory
+        lang = _inferred_language(data_dir, side)
+    if lang:
         from fairseq.data import Dictionary
 
-        path = os.path.join(str(data).split(":")[0], f"dict.{lang}.txt")
+        path = os.path.join(data_dir, f"dict.{lang}.txt")
         if os.path.isfile(path):
             return dictionary_symbols(Dictionary.load(path))
     return None
+
+
+def _inferred_language(data_dir: str, side: str) -> Optional[str]:
+    """The source or target language fairseq's translation task infers from ``data_dir``."""
+    if not os.path.isdir(data_dir):
+        return None
+    from fairseq.data import data_utils
+
+    src, tgt = data_utils.infer_language_pair(data_dir)
+    return src if side == "source" else tgt
 
 
 def check_dictionaries(state: dict, task, path: str) -> None:
@@ -116,16 +133,12 @@ class FrozenTeacher:
         if not os.path.isfile(path):
             raise InputError(f"teacher checkpoint {path} does not exist; train the negative teacher "
                              f"first (fairseq-train data-bin/negative ...) or fix --teacher-path")
-        from fairseq import checkpoint_utils
-
-        from .safe_load import install
+        from .safe_load import install, load_checkpoint_to_cpu
 
         install()
-        try:
-            state = checkpoint_utils.load_checkpoint_to_cpu(path)
-        except (RuntimeError, EOFError, KeyError) as err:
-            raise InputError(f"teacher checkpoint {path} could not be read ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); is it a fairseq checkpoint?") from None
+        # weights_only=True whatever the environment says; a truncated, damaged, text or foreign
+        # file is a one-line CheckpointError naming it
+        state = load_checkpoint_to_cpu(path, what="teacher checkpoint")
         if "model" not in state or "cfg" not in state or state["cfg"] is None:
             raise InputError(f"teacher checkpoint {path} has no model or config; give a checkpoint "
                              f"written by fairseq-train")

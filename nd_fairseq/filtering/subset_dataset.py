@@ -8,6 +8,7 @@ full set trains on the same pairs as the script-built ``data-bin/negative``.
 """
 
 import logging
+import math
 from typing import Optional
 
 import numpy as np
@@ -28,10 +29,15 @@ def read_scores(path: str) -> np.ndarray:
         for line in block:
             line_no += 1
             try:
-                values.append(float(line))
+                value = float(line)
             except ValueError:
                 raise InputError(f"{path}: line {line_no} is not a number ({line[:30]!r}); the score "
                                  f"file must hold one entropy per line, as nd-filter writes it") from None
+            if not math.isfinite(value):
+                # a NaN compares false with everything: the pair would land in neither or both halves
+                raise InputError(f"{path}: line {line_no} is {line.strip()[:30]!r}, not a finite entropy; "
+                                 f"rescore the training set with nd-filter (scores.txt) or preprocess.sh")
+            values.append(value)
     return np.asarray(values, dtype=np.float64)
 
 

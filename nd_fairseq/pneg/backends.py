@@ -261,7 +261,9 @@ class FairseqLMBackend(Backend):
         nd_fairseq.register()  # safe (weights_only) checkpoint loading
         overrides = {"data": data} if data else None
         try:
-            models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides=overrides)
+            models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(  # read with weights_only=True
+                [checkpoint], arg_overrides=overrides,
+                state=nd_fairseq.safe_load.load_checkpoint_to_cpu(checkpoint, overrides, what="language-model checkpoint"))
         except FileNotFoundError as err:
             raise InputError(f"cannot load {checkpoint}: {err}; give the model's data directory "
                              f"(with dict.txt) with --lm-data") from None

@@ -14,6 +14,7 @@ A ``translation`` task (same data layout, same generation) that
 
 import copy
 import logging
+import math
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ..filtering.subset_dataset import EntropySubsetDataset, read_scores
+# the module, not its names: importing nd_fairseq.filtering.subset_dataset before fairseq imports
+# fairseq from inside it, which registers this task while that module is still half-initialised
+from ..filtering import subset_dataset
 from ..io_utils import InputError
 from ..losses import alpha_at
 from ..teacher import DICTIONARY_STATE_KEY, dictionary_symbols
@@ -71,18 +74,55 @@ class NegativeDistillationConfig(TranslationConfig):
         default=True, metadata={"help": "lowercase --external-negatives (nd-prepare's default)"})
 
 
+def _in_range(value, low, high, low_open, high_open) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    above = value > low if low_open else value >= low
+    below = high is None or (value < high if high_open else value <= high)
+    return above and below
+
+
+# option, config field, bounds (low, high, low open, high open), why the bound
+_SCHEDULE_RANGES = (
+    ("--alpha-lambda", "alpha_lambda", (0.0, 4.0, True, False),
+     "λ/4 is the peak α, and the MLE weight 1-α turns negative above λ = 4; λ <= 0 switches ND off"),
+    ("--alpha-gamma", "alpha_gamma", (0.0, None, False, False), "γ is the update at which α peaks"),
+    ("--alpha-beta", "alpha_beta", (0.0, None, True, False), "β is the steepness of the schedule"),
+    ("--fixed-alpha", "fixed_alpha", (0.0, 1.0, False, False), "α weighs the ND terms against MLE (1-α)"),
+    ("--entropy-ratio", "entropy_ratio", (0.0, 1.0, True, True),
+     "the fraction of training pairs --entropy-subset keeps"),
+)
+
+
+def _range_text(low, high, low_open, high_open) -> str:
+    if high is None:
+        return f"a finite number {'>' if low_open else '>='} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_schedule_options(cfg) -> None:
+    """One-line :class:`InputError` for a schedule or subset option outside its valid range."""
+    for option, name, bounds, why in _SCHEDULE_RANGES:
+        value = getattr(cfg, name, None)
+        if value is None and name in ("alpha_beta", "fixed_alpha"):
+            continue  # optional: 6/γ, and the schedule instead of a constant
+        if not _in_range(value, *bounds):
+            raise InputError(f"{option} {value} is out of range: it must be {_range_text(*bounds)} ({why})")
+
+
 @register_task("negative_distillation", dataclass=NegativeDistillationConfig)
 class NegativeDistillationTask(TranslationTask):
     cfg: NegativeDistillationConfig
 
+    @classmethod
+    def setup_task(cls, cfg: NegativeDistillationConfig, **kwargs):
+        if not kwargs.get("from_checkpoint", False):
+            # a model loaded for generation does not use the schedule: checkpoints stay loadable
+            check_schedule_options(cfg)
+        return super().setup_task(cfg, **kwargs)
+
     def __init__(self, cfg: NegativeDistillationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        if cfg.alpha_gamma < 0:
-            raise InputError(f"--alpha-gamma {cfg.alpha_gamma} must be >= 0")
-        if cfg.fixed_alpha is not None and not 0.0 <= cfg.fixed_alpha <= 1.0:
-            raise InputError(f"--fixed-alpha {cfg.fixed_alpha} must lie in [0, 1]")
-        if not 0.0 < cfg.entropy_ratio <= 1.0:
-            raise InputError(f"--entropy-ratio {cfg.entropy_ratio} must lie in (0, 1]")
         self.state.merge_state_dict({DICTIONARY_STATE_KEY: {
             "source": dictionary_symbols(src_dict), "target": dictionary_symbols(tgt_dict)}})
         self._student_ref = None
@@ -122,8 +162,8 @@ class NegativeDistillationTask(TranslationTask):
         path = self.cfg.entropy_scores
         if path is None:
             path = os.path.join(self.cfg.data.split(os.pathsep)[0], "train.entropy")
-        self.datasets[split] = EntropySubsetDataset(
-            self.datasets[split], read_scores(path), self.cfg.entropy_subset,
+        self.datasets[split] = subset_dataset.EntropySubsetDataset(
+            self.datasets[split], subset_dataset.read_scores(path), self.cfg.entropy_subset,
             ratio=self.cfg.entropy_ratio, threshold=self.cfg.entropy_threshold, scores_path=path)
 
     def negative_responses(self):
