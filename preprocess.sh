@@ -136,6 +136,14 @@ for subset in "${subsets[@]}"; do
   cmp -s "$TMP/full/dict.response.txt" "$TMP/$name/dict.response.txt" || die "dictionary of $name differs from full"
 done
 
+# The preparation travels with the data (preprocessing.json: nd-chat, DialogueModel and
+# fairseq-interactive --tokenizer nd_prepare read it to prepare raw text as this data was).
+prep_dirs=("$TMP/full" "$TMP/negative"); prep_subsets=(all top)
+[[ $BOTTOM -eq 1 ]] && { prep_dirs+=("$TMP/bottom"); prep_subsets+=(bottom); }
+python -m nd_fairseq.data.preprocessing write "${prep_dirs[@]}" --subset "${prep_subsets[@]}" \
+  --text-dir "$TEXT" --spm-model "$TMP/spm/spm.model" --vocab-size "$VOCAB" --key "$KEY" \
+  --ratio "$RATIO" --threshold "$THRESHOLD" --base "$BASE" || die "could not write preprocessing.json"
+
 # Move into place: work files first, the binarised sets last (their stamps mark completion).
 rm -rf "$WORK/spm" "$WORK/filter"
 mv "$TMP/spm" "$WORK/spm"
