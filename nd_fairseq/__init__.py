@@ -33,6 +33,7 @@ def register() -> None:
     distributed_cpu.install()
     threads.configure()
     from . import criterions, models, tasks  # noqa: F401  (registration side effects)
+    from .chat import tokenizer  # noqa: F401  (--tokenizer nd_prepare for fairseq-interactive)
 
     _registered = True
 
@@ -59,6 +60,16 @@ class _RegisterWhenFairseqIsImported(importlib.abc.MetaPathFinder):
 
             spec.loader.exec_module = exec_then_register
         return spec
+
+
+def __getattr__(name):
+    # PEP 562: ``from nd_fairseq import DialogueModel`` imports fairseq and torch only when asked,
+    # so the tools that need neither keep starting without them
+    if name == "DialogueModel":
+        from .chat.model import DialogueModel
+
+        return DialogueModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if "fairseq" in sys.modules:  # imported by fairseq's --user-dir (or after fairseq in Python)
