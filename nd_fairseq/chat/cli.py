@@ -19,6 +19,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..io_utils import AtomicFiles, InputError, read_lines, require_file
+from .generation import generation_options
 
 PROG = "nd-chat"
 HELP = """commands:
@@ -113,12 +114,6 @@ def load_models(args) -> Dict[str, object]:
             raise InputError(f"--model {name}={path}: {err}") from None
     if args.fp16 and args.bf16:
         raise InputError("--fp16 and --bf16 exclude each other; give one")
-    import logging
-    import warnings
-
-    # before fairseq is imported: its modules call logging.basicConfig(level=INFO) otherwise
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", category=UserWarning)
     import torch
 
     from .model import DialogueModel
@@ -195,8 +190,6 @@ def apply_command(line: str, decoding: Dict[str, object]) -> Optional[str]:
                 updates[key] = None if value.lower() == "none" else SETTABLE[key](value)
             except ValueError:
                 return f"/{command}: {key} takes a number, not {value!r}"
-        from .model import generation_options
-
         trial = {**decoding, **updates, **({"sampling": True, "beam": 1} if command == "sample" else {})}
         try:
             generation_options(**{k: v for k, v in trial.items() if k != "seed"})
@@ -281,11 +274,15 @@ def chat(models, args, decoding) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import logging
+    import warnings
+
+    # before fairseq is imported: some of its modules call logging.basicConfig(level=INFO)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=UserWarning)
     args = build_parser().parse_args(argv)
     decoding = decoding_from_args(args)
     try:
-        from .model import generation_options
-
         generation_options(**{k: v for k, v in decoding.items() if k != "seed"})
         if args.output and not args.input:
             raise InputError("--output needs --input FILE (the messages to answer)")

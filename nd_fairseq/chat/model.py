@@ -21,7 +21,7 @@ checkpoint's dictionaries are checked against the data directory's before any we
 import glob
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import fairseq  # noqa: F401  (imported first: the plugin registers itself with it)
 import torch
@@ -36,6 +36,7 @@ from ..data import preprocessing
 from ..io_utils import InputError
 from ..teacher import DICTIONARY_STATE_KEY, dictionary_symbols
 from .checkpoint_path import CheckpointError, resolve_checkpoint  # noqa: F401  (part of this API)
+from .generation import generation_options
 
 INFERENCE_BATCH_SIZE = 64
 
@@ -56,6 +57,9 @@ def resolve_data(data: Optional[str], state, checkpoint: str) -> str:
         if not os.path.isdir(data):
             raise InputError(f"data directory {data} does not exist; give the binarised data the model "
                              f"was trained on (preprocess.sh's DEST/full)")
+        if not glob.glob(os.path.join(data, "dict.*.txt")):
+            raise InputError(f"data directory {data} holds no dict.*.txt; give the binarised data the model "
+                             f"was trained on (preprocess.sh's DEST/full), not its text")
         return os.path.abspath(data)
     recorded = str(getattr(_task_config(state), "data", "") or "").split(os.pathsep)[0]
     if recorded and os.path.isdir(recorded) and glob.glob(os.path.join(recorded, "dict.*.txt")):
@@ -204,34 +208,3 @@ class DialogueModel(hub_utils.GeneratorHubInterface):
             else:
                 hypos = self.generate(tokens, **options)
         return [self.decode(h[0]["tokens"]) for h in hypos]
-
-
-def generation_options(beam: int = 1, sampling: bool = False, top_k: Optional[int] = None,
-                       top_p: Optional[float] = None, temperature: float = 1.0, no_repeat_ngram_size: int = 0,
-                       max_len: Optional[int] = None, min_len: Optional[int] = None,
-                       lenpen: Optional[float] = None) -> Dict[str, object]:
-    """Keyword arguments of ``GeneratorHubInterface.generate`` (fairseq generation options)."""
-    if int(beam) < 1:
-        raise InputError(f"beam {beam} must be >= 1 (1 = greedy)")
-    if temperature is None or not temperature > 0:
-        raise InputError(f"temperature {temperature} must be > 0")
-    if top_k is not None and int(top_k) < 1:
-        raise InputError(f"top_k {top_k} must be >= 1")
-    if top_p is not None and not 0 < float(top_p) <= 1:
-        raise InputError(f"top_p {top_p} must lie in (0, 1]")
-    if max_len is not None and int(max_len) < 1:
-        raise InputError(f"max_len {max_len} must be >= 1")
-    if int(no_repeat_ngram_size) < 0:
-        raise InputError(f"no_repeat_ngram_size {no_repeat_ngram_size} must be >= 0")
-    options: Dict[str, object] = {"beam": int(beam), "temperature": float(temperature),
-                                  "no_repeat_ngram_size": int(no_repeat_ngram_size)}
-    if sampling:
-        options.update(sampling=True, sampling_topk=int(top_k) if top_k else -1,
-                       sampling_topp=float(top_p) if top_p else -1.0)
-    if max_len is not None:
-        options.update(max_len_a=0, max_len_b=int(max_len))
-    if min_len is not None:
-        options["min_len"] = int(min_len)
-    if lenpen is not None:
-        options["lenpen"] = float(lenpen)
-    return options
