@@ -135,9 +135,9 @@ class DialogueModel(hub_utils.GeneratorHubInterface):
         checkpoint = resolve_checkpoint(path)
         state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint)
         data = resolve_data(data, state, checkpoint)
+        check_dictionaries(state, data, checkpoint)
         preparation = preprocessing.load(data, tokenize=tokenize, lowercase=lowercase, max_length=max_length,
                                          sentencepiece_model=sentencepiece_model)
-        check_dictionaries(state, data, checkpoint)
         if state.get("args") is not None:
             state["args"].data = data
         else:
