@@ -75,6 +75,7 @@ done
 stamp=$( { for f in "$TEXT"/{train,valid,test}.{query,response}; do cksum < "$f"; done
            echo "vocab=$VOCAB ratio=$RATIO threshold=$THRESHOLD key=$KEY base=$BASE bottom=$BOTTOM v1"; } | cksum | cut -d' ' -f1)
 if [[ $FORCE -eq 0 && -f "$DEST/full/.nd-stamp" && "$(cat "$DEST/full/.nd-stamp")" == "$stamp" \
+      && -f "$DEST/full/preprocessing.json" \
       && -f "$DEST/negative/.nd-stamp" && ( $BOTTOM -eq 0 || -f "$DEST/bottom/.nd-stamp" ) ]]; then
   echo "preprocess.sh: $DEST is up to date with $TEXT (use --force to rebuild)"
   exit 0

@@ -102,3 +102,15 @@ def test_nd_fairseq_imports_fairseq_only_for_the_model():
             "try:\n    nd_fairseq.NoSuchThing\nexcept AttributeError:\n    print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_preprocess_sh_rebuilds_data_that_lacks_the_file(chat, tmp_path):
+    dest = tmp_path / "data-bin"
+    shutil.copytree(chat.data.parent, dest)
+    args = ["bash", "preprocess.sh", "--text-dir", chat.text, "--work-dir", tmp_path / "work", "--dest", dest,
+            "--vocab-size", "600", "--key", "prefix:3", "--workers", "1"]
+    assert "is up to date" in run_cli(args).stdout
+    (dest / "full" / "preprocessing.json").unlink()  # as binarised by an older preprocess.sh
+    proc = run_cli(args)
+    assert "is up to date" not in proc.stdout and "== done" in proc.stdout
+    assert json.loads((dest / "full" / "preprocessing.json").read_text())["tokenize"] == "moses"
