@@ -10,6 +10,8 @@ The command-line tools that do not need fairseq (``nd-prepare``, ``nd-filter``, 
 ``nd-eval``, ``nd-pneg``) import this package without importing fairseq or torch, so they start in
 a fraction of a second. If this package is imported before fairseq in a Python session, the
 registration runs as soon as fairseq is imported (``nd_fairseq.register()`` also does it).
+``from nd_fairseq import DialogueModel`` (a trained model that answers messages) imports fairseq
+then, not before.
 """
 
 import importlib.abc

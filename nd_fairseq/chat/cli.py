@@ -48,7 +48,7 @@ def parse_model_spec(spec: str) -> Tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=HELP)
     p.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                    help="a model to talk to: checkpoint file or fairseq-train --save-dir (repeat for side by side)")

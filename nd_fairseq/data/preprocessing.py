@@ -92,8 +92,15 @@ class Preprocessing:
 
     def decode(self, pieces: str) -> str:
         """Space-separated pieces (fairseq's ``dictionary.string``) -> readable text."""
+        return self.detokenize(self.decode_pieces(pieces))
+
+    def decode_pieces(self, pieces: str) -> str:
+        """Pieces -> word tokens, as nd-spm decode writes them."""
+        return decode_lines_with(self.spm(), [pieces])[0]
+
+    def detokenize(self, words: str) -> str:
+        """Word tokens -> text (Moses detokenisation for Moses-tokenised data)."""
         self._check_complete()
-        words = decode_lines_with(self.spm(), [pieces])[0]
         if self.tokenize != "moses":
             return words
         if self._detokenizer is None:
