@@ -176,7 +176,7 @@ class DialogueModel(hub_utils.GeneratorHubInterface):
             raise EmptyMessageError("empty message: there is nothing to answer; type some text")
         tokens = self.binarize(pieces)
         limit = self.max_positions[0] if isinstance(self.max_positions, tuple) else self.max_positions
-        if limit and tokens.numel() > limit:  # longer than the model reads: keep the start, as training did
+        if limit and tokens.numel() > limit:  # longer than the model reads: keep the start (as nd-prepare --truncate)
             tokens = torch.cat([tokens[:limit - 1], tokens[-1:]])
         return tokens
 
