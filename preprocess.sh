@@ -105,6 +105,7 @@ up_to_date() {
   for name in "${names[@]}"; do
     [[ -f "$DEST/$name/.nd-stamp" && "$(cat "$DEST/$name/.nd-stamp")" == "$first" ]] || return 1
   done
+  [[ -f "$DEST/full/preprocessing.json" ]] || return 1  # built before the preparation was recorded
   cmp -s "$WORK/spm/spm.model" "$DEST/full/spm.model"
 }
 if [[ $FORCE -eq 0 ]] && up_to_date; then
@@ -172,6 +173,16 @@ for subset in "${subsets[@]}"; do
     || { cat "$TMP/$name.log" >&2; die "fairseq-preprocess failed on the $name set"; }
   cmp -s "$TMP/full/dict.response.txt" "$TMP/$name/dict.response.txt" || die "dictionary of $name differs from full"
 done
+
+# The preparation travels with the data (preprocessing.json: nd-chat, DialogueModel and
+# fairseq-interactive --tokenizer nd_prepare read it to prepare raw text as this data was).
+prep_dirs=("$TMP/full" "$TMP/negative"); prep_subsets=(all top)
+[[ $BOTTOM -eq 1 ]] && { prep_dirs+=("$TMP/bottom"); prep_subsets+=(bottom); }
+# the key the filter used (--key auto records the one it chose)
+key_used=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' "$TMP/filter/summary.json")
+python -m nd_fairseq.data.preprocessing write "${prep_dirs[@]}" --subset "${prep_subsets[@]}" \
+  --text-dir "$TEXT" --spm-model "$TMP/spm/spm.model" --vocab-size "$VOCAB" --key "$key_used" \
+  --ratio "$RATIO" --threshold "$THRESHOLD" --base "$BASE" || die "could not write preprocessing.json"
 
 # Move into place: work files first, the binarised sets last (their stamps mark completion).
 rm -rf "$WORK/spm" "$WORK/filter"

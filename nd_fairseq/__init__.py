@@ -10,6 +10,8 @@ The command-line tools that do not need fairseq (``nd-prepare``, ``nd-filter``, 
 ``nd-eval``, ``nd-pneg``) import this package without importing fairseq or torch, so they start in
 a fraction of a second. If this package is imported before fairseq in a Python session, the
 registration runs as soon as fairseq is imported (``nd_fairseq.register()`` also does it).
+``from nd_fairseq import DialogueModel`` (a trained model that answers messages) imports fairseq
+then, not before.
 """
 
 import importlib.abc
@@ -33,6 +35,7 @@ def register() -> None:
     distributed_cpu.install()
     threads.configure()
     from . import criterions, models, tasks  # noqa: F401  (registration side effects)
+    from .chat import tokenizer  # noqa: F401  (--tokenizer nd_prepare for fairseq-interactive)
 
     _registered = True
 
@@ -59,6 +62,16 @@ class _RegisterWhenFairseqIsImported(importlib.abc.MetaPathFinder):
 
             spec.loader.exec_module = exec_then_register
         return spec
+
+
+def __getattr__(name):
+    # PEP 562: ``from nd_fairseq import DialogueModel`` imports fairseq and torch only when asked,
+    # so the tools that need neither keep starting without them
+    if name == "DialogueModel":
+        from .chat.model import DialogueModel
+
+        return DialogueModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if "fairseq" in sys.modules:  # imported by fairseq's --user-dir (or after fairseq in Python)

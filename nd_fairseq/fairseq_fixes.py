@@ -26,6 +26,10 @@
   a bad teacher or checkpoint file) raised inside a fairseq command-line tool would end in a Python
   traceback with exit code 1. In those tools it is printed as one line, ``PROG: error: MESSAGE``,
   with exit code 2, as argparse reports a bad option; other exceptions keep their traceback.
+* ``--no-repeat-ngram-size`` did nothing without the CUDA extension (CPU decoding): the Python
+  fallback of ``NGramRepeatBlock`` compared n-grams against the end of the whole, padded token
+  buffer instead of the tokens generated so far. It now looks at ``tokens[:, :step + 1]``, as the
+  CUDA kernel does (never banning the BOS at position 0, so ``--no-repeat-ngram-size 1`` can end).
 """
 
 import functools
@@ -245,6 +249,24 @@ def report_input_errors(previous_hook):
 
     excepthook.__nd_fixed__ = True
     return excepthook
+def block_repeated_ngrams(self, tokens, lprobs, bsz: int, beam_size: int, step: int):
+    """``NGramRepeatBlock._no_repeat_ngram`` on the generated prefix ``tokens[:, :step + 1]``."""
+    import math
+
+    import torch
+
+    n = self.no_repeat_ngram_size
+    for row, prefix in enumerate(tokens[:, :step + 1].tolist()):
+        last = prefix[len(prefix) - (n - 1):] if n > 1 else []
+        # position 0 holds the BOS (</s>), not a generated token: it is never banned as a repeat
+        banned = [prefix[i + n - 1] for i in range(max(0, 1 - (n - 1)), len(prefix) - n + 1)
+                  if prefix[i:i + n - 1] == last]
+        if banned:
+            lprobs[row, torch.tensor(banned, dtype=torch.long)] = -math.inf
+    return lprobs
+
+
+block_repeated_ngrams.__nd_fixed__ = True
 
 
 def install() -> None:
@@ -256,6 +278,9 @@ def install() -> None:
         data_utils.batch_by_size = keep_last_batch(data_utils.batch_by_size)
     if not getattr(Trainer.load_checkpoint, "__nd_fixed__", False):
         Trainer.load_checkpoint = restore_task_state(Trainer.load_checkpoint)
+    from fairseq.ngram_repeat_block import NGramRepeatBlock
+
+    NGramRepeatBlock._no_repeat_ngram = block_repeated_ngrams
     from fairseq.distributed import utils as distributed_utils
 
     if not getattr(distributed_utils._broadcast_object_slow, "__nd_fixed__", False):

@@ -15,7 +15,8 @@ from typing import Iterator, List, Optional, Sequence
 from ..io_utils import AtomicFiles, InputError, ScratchDir, iter_line_blocks, require_file
 
 
-def _load(model: str):
+def load_model(model: str):
+    """The sentencepiece processor of a model file (nd-spm train's output)."""
     import sentencepiece as spm
 
     require_file(model, "sentencepiece model", "train one first with nd-spm train")
@@ -26,6 +27,16 @@ def _sentences(inputs: Sequence[str]) -> Iterator[str]:
     for path in inputs:
         for block in iter_line_blocks(path):
             yield from block
+
+
+def encode_lines(sp, lines: Sequence[str]) -> List[str]:
+    """Lines of text -> lines of space-separated pieces (what nd-spm encode writes)."""
+    return [" ".join(p) for p in sp.encode(list(lines), out_type=str)]
+
+
+def decode_lines_with(sp, lines: Sequence[str]) -> List[str]:
+    """Lines of space-separated pieces -> text (what nd-spm decode writes)."""
+    return [sp.decode(line.split()) for line in lines]
 
 
 def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type: str = "unigram",
@@ -61,23 +72,21 @@ def train(inputs: Sequence[str], model_prefix: str, vocab_size: int, model_type:
 
 
 def encode_file(model: str, inp: str, out: str) -> int:
-    sp = _load(model)
+    sp = load_model(model)
     require_file(inp, "text to encode")
     n = 0
     directory, name = os.path.split(os.path.abspath(out))
     with AtomicFiles(directory) as files:
         f = files.open(name)
         for block in iter_line_blocks(inp):
-            pieces = sp.encode(block, out_type=str)
-            f.write("\n".join(" ".join(p) for p in pieces))
+            f.write("\n".join(encode_lines(sp, block)))
             f.write("\n")
             n += len(block)
     return n
 
 
 def decode_lines(model: str, lines: Sequence[str]) -> List[str]:
-    sp = _load(model)
-    return [sp.decode(line.split()) for line in lines]
+    return decode_lines_with(load_model(model), lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
