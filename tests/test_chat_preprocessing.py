@@ -107,6 +107,8 @@ def test_nd_fairseq_imports_fairseq_only_for_the_model():
 def test_preprocess_sh_rebuilds_data_that_lacks_the_file(chat, tmp_path):
     dest = tmp_path / "data-bin"
     shutil.copytree(chat.data.parent, dest)
+    # the work directory travels too: "up to date" also needs its sentencepiece model to be the data's
+    shutil.copytree(chat.data.parent.parent / "work", tmp_path / "work")
     args = ["bash", "preprocess.sh", "--text-dir", chat.text, "--work-dir", tmp_path / "work", "--dest", dest,
             "--vocab-size", "600", "--key", "prefix:3", "--workers", "1"]
     assert "is up to date" in run_cli(args).stdout
