@@ -63,67 +63,111 @@ def _probs(lprobs: Tensor) -> Tensor:
     return lprobs.detach().clamp(min=_MIN_LOGP).exp_()
 
 
-def _soft_ul_value(lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
-    """-sum q log(1 - p), 1 - p clamped at 1e-5 (eager: in place where it can)."""
-    p = _probs(lprobs).clamp_(max=1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P)
-    log_one_minus_p = torch.neg(p).log1p_()
-    return -torch.dot(teacher_probs.reshape(-1).to(log_one_minus_p.dtype), log_one_minus_p.reshape(-1))
+# the largest p that is not clamped, as float32 computes 1 - 1e-5
+_MAX_P = 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P
 
 
-def _soft_ul_grad(lprobs: Tensor, teacher_probs: Tensor, grad_output: Tensor) -> Tensor:
-    """d/d log p of the value above: q p / (1 - p), zero where 1 - p was clamped."""
+def _soft_ul_value_and_grad(lprobs: Tensor, teacher_probs: Tensor) -> Tuple[Tensor, Tensor]:
+    """``-sum q log(1 - p)`` and its gradient ``q p / (1 - p)`` w.r.t. log p, in one sweep (eager).
+
+    Eight passes over (positions x vocabulary), one exp and one log, and one temporary besides the
+    gradient: p = exp(log p) is turned in place into p / (1 - p) and then into the gradient, and
+    1 - p in place into log(1 - p). Where 1 - p is clamped at 1e-5 the gradient is zero; that
+    masking pass runs only when some p reaches the clamp (on CUDA always, to avoid a host sync).
+    """
     p = _probs(lprobs)
-    clamped = p >= 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P
-    grad = torch.rsub(p, 1.0).reciprocal_().mul_(p)
-    return grad.masked_fill_(clamped, 0.0).mul_(teacher_probs).mul_(grad_output)
+    clamp = p.numel() > 0 and (p.is_cuda or bool(p.max() >= _MAX_P))
+    if clamp:
+        at_clamp = p >= _MAX_P
+        p.clamp_(max=_MAX_P)
+    one_minus_p = torch.rsub(p, 1.0)
+    grad = p.div_(one_minus_p)
+    if clamp:
+        grad.masked_fill_(at_clamp, 0.0)
+    q = teacher_probs.to(grad.dtype)
+    grad.mul_(q)
+    value = -torch.dot(q.reshape(-1), one_minus_p.log_().reshape(-1))
+    return value, grad
 
 
 def _soft_ul_value_pure(lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
-    p = lprobs.clamp(min=_MIN_LOGP).exp().clamp(max=1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P)
+    p = lprobs.clamp(min=_MIN_LOGP).exp().clamp(max=_MAX_P)
     return -(teacher_probs * torch.log1p(-p)).sum()
 
 
 def _soft_ul_grad_pure(lprobs: Tensor, teacher_probs: Tensor, grad_output: Tensor) -> Tensor:
     p = lprobs.clamp(min=_MIN_LOGP).exp()
-    w = torch.where(p >= 1.0 - UNLIKELIHOOD_MIN_ONE_MINUS_P, torch.zeros_like(p), p / (1.0 - p))
+    w = torch.where(p >= _MAX_P, torch.zeros_like(p), p / (1.0 - p))
     return w * teacher_probs * grad_output
 
 
 _COMPILED = {}
 
 
-def _kernels(compiled: bool):
-    """(value, grad) functions: eager, or fused into one loop each by torch.compile (the first call
-    compiles, ~15-40 s on a CPU; then 4-6x faster than eager here)."""
-    if not compiled:
-        return _soft_ul_value, _soft_ul_grad
-    if not _COMPILED:
-        _COMPILED["value"] = torch.compile(_soft_ul_value_pure, dynamic=True)
-        _COMPILED["grad"] = torch.compile(_soft_ul_grad_pure, dynamic=True)
-    return _COMPILED["value"], _COMPILED["grad"]
+def compile_soft_unlikelihood() -> bool:
+    """Compile the fused soft-unlikelihood kernels (once per process); False, with one log line, when
+    torch.compile is unavailable here (no C++ compiler, unsupported platform): callers then keep the
+    eager path. The first call compiles (~15-40 s on a CPU; seconds with a warm inductor cache)."""
+    if "value" in _COMPILED:
+        return True
+    if _COMPILED.get("failed"):
+        return False
+    try:
+        value = torch.compile(_soft_ul_value_pure, dynamic=True)
+        grad = torch.compile(_soft_ul_grad_pure, dynamic=True)
+        # compile now on a small example, so that a failure shows here and not mid-update
+        lp = torch.log_softmax(torch.randn(3, 2, 7), -1)
+        q = torch.softmax(torch.randn(3, 2, 7), -1)
+        value(lp, q)
+        grad(lp, q, torch.ones(()))
+    except Exception as err:  # any backend failure: the eager path computes the same values
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "torch.compile is unavailable (%s: %s); the soft unlikelihood runs eagerly",
+            type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
+        _COMPILED["failed"] = True
+        return False
+    _COMPILED["value"], _COMPILED["grad"] = value, grad
+    return True
 
 
 class _SoftUnlikelihood(torch.autograd.Function):
-    """Eq. 6 with a hand-written backward: a few passes over (positions x vocabulary) instead of
-    the ~20 that autograd records for the composed expression, and no saved temporaries.
+    """Eq. 6 with the gradient computed in the forward sweep (eager) and saved, so the backward is
+    one multiplication by the incoming scalar: a handful of passes over (positions x vocabulary)
+    instead of the ~20 that autograd records for the composed expression.
 
     d/d log p_k of -q_k log(1 - p_k) is q_k p_k / (1 - p_k); positions where 1 - p_k was clamped
     at 1e-5 get zero gradient (as the clamp in the composed form).
     """
 
     @staticmethod
-    def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor, compiled: bool) -> Tensor:
-        value, ctx.grad_fn = _kernels(compiled)
+    def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
+        value, grad = _soft_ul_value_and_grad(student_lprobs.detach(), teacher_probs)
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None
+
+
+class _CompiledSoftUnlikelihood(torch.autograd.Function):
+    """The same value and gradient from two kernels fused by torch.compile (one loop each)."""
+
+    @staticmethod
+    def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
         ctx.save_for_backward(student_lprobs)
         # kept as an attribute, not saved: the teacher's probabilities may come from
         # torch.inference_mode, and they are never modified
         ctx.teacher_probs = teacher_probs
-        return value(student_lprobs.detach(), teacher_probs)
+        return _COMPILED["value"](student_lprobs.detach(), teacher_probs)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (student_lprobs,) = ctx.saved_tensors
-        return ctx.grad_fn(student_lprobs.detach(), ctx.teacher_probs, grad_output), None, None
+        return _COMPILED["grad"](student_lprobs.detach(), ctx.teacher_probs, grad_output), None
 
 
 def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None,
@@ -134,11 +178,14 @@ def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optio
     at temperature t (``log_softmax(z_S / t)``), ``teacher_probs`` probabilities at the same t
     (``softmax(z_N / t)``, Eq. 7), both ``(..., V)``; ``mask`` ``(...)`` marks real (non-pad)
     positions. 1 - p_S is clamped at 1e-5 (FAIR's unlikelihood code does the same), so the value
-    and the gradient are always finite. ``compiled`` fuses the element-wise work with torch.compile.
+    and the gradient are always finite. ``compiled`` uses the torch.compile kernels (falling back to
+    the eager sweep, with one log line, where they cannot be built).
     """
     if mask is not None:
         teacher_probs = teacher_probs.masked_fill(~mask.unsqueeze(-1), 0.0)
-    return _SoftUnlikelihood.apply(student_lprobs, teacher_probs, compiled)
+    if compiled and compile_soft_unlikelihood():
+        return _CompiledSoftUnlikelihood.apply(student_lprobs, teacher_probs)
+    return _SoftUnlikelihood.apply(student_lprobs, teacher_probs)
 
 
 def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:

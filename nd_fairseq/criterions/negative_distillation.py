@@ -205,13 +205,14 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             # inference mode: no graph and no version counters for the frozen teacher; its
             # outputs are only read (the soft-unlikelihood backward keeps them unsaved)
             with torch.inference_mode():
+                # features only: the output layer runs on the real target positions alone
                 if self.use_att:
                     with attention_scores_for(teacher).capture() as teacher_scores:
-                        teacher_output = teacher(**net_input)
+                        teacher_output = teacher(**net_input, features_only=True)
                 else:
-                    teacher_output = teacher(**net_input)
-                teacher_targets = self._teacher_targets(teacher_output[0], sample)
-                teacher_output = (None, teacher_output[1])  # the logits are no longer needed
+                    teacher_output = teacher(**net_input, features_only=True)
+                teacher_targets = self._teacher_targets(teacher, teacher_output[0], sample)
+                teacher_output = (None, teacher_output[1])  # the features are no longer needed
 
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
@@ -253,18 +254,31 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             mask[:, :self.ignore_prefix_size] = False
         return mask
 
-    def _teacher_targets(self, teacher_logits: Tensor, sample) -> Optional[Tensor]:
-        """The prediction-layer negative targets, computed inside the teacher's inference mode."""
+    def _teacher_targets(self, teacher, features: Tensor, sample) -> Optional[Tensor]:
+        """The prediction-layer negative targets, computed inside the teacher's inference mode.
+
+        The teacher's output layer and softmax run only on the real target positions (padding
+        contributes nothing to L_pred): soft targets are their probabilities, ``(N, V)`` for the
+        N positions of :meth:`_target_rows`; hard targets the greedy tokens, ``(B, T)``.
+        """
         if not self.use_pred or self.negative_target == "random":
             return None
+        rows = self._target_rows(sample["target"])
+        feats = features.reshape(-1, features.size(-1)).index_select(0, rows)
+        logits = teacher.decoder.output_layer(feats)
         if self.negative_target == "hard":
-            return teacher_logits.argmax(-1)
-        mask = self._target_mask(sample["target"])
-        logits = teacher_logits.float()
+            greedy = sample["target"].new_full((sample["target"].numel(),), self.padding_idx)
+            greedy[rows] = logits.argmax(-1)
+            return greedy.view_as(sample["target"])
+        logits = logits.float()
         probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
         if self.pred_skip_eos:
-            probs[..., self.eos_idx] = 0.0
-        return probs.masked_fill_(~mask.unsqueeze(-1), 0.0)  # padding contributes nothing
+            probs[:, self.eos_idx] = 0.0
+        return probs
+
+    def _target_rows(self, target: Tensor) -> Tensor:
+        """Indices of the real target positions in ``target`` flattened to (B * T,)."""
+        return self._target_mask(target).reshape(-1).nonzero().squeeze(1)
 
     def distillation_terms(self, net_output, lprobs: Tensor, target: Tensor, teacher_output,
                            teacher_targets: Optional[Tensor], student_scores: List[Tensor],
@@ -272,8 +286,8 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only).
 
         ``lprobs`` are the student's log-probabilities at t = 1 (shared with L_mle);
-        ``teacher_targets`` the teacher's masked probabilities at temperature t (soft) or its
-        greedy tokens (hard).
+        ``teacher_targets`` the teacher's probabilities at temperature t on the real target
+        positions, ``(N, V)`` (soft), or its greedy tokens, ``(B, T)`` (hard).
         """
         target_mask = self._target_mask(target)
         positions = decoder_position_mask(sample["net_input"]["prev_output_tokens"], self.padding_idx)
@@ -286,7 +300,9 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         if self.use_pred:
             student_lp = lprobs if self.temperature == 1.0 else temperature_log_softmax(net_output[0], self.temperature)
             if self.negative_target == "soft":
-                terms["pred"] = soft_unlikelihood(student_lp, teacher_targets, compiled=self.compiled) / ntokens
+                rows = self._target_rows(target)
+                student_rows = student_lp.reshape(-1, student_lp.size(-1)).index_select(0, rows)
+                terms["pred"] = soft_unlikelihood(student_rows, teacher_targets, compiled=self.compiled) / ntokens
             elif self.negative_target == "hard":
                 keep = target_mask & teacher_targets.ne(self.eos_idx) if self.pred_skip_eos else target_mask
                 terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, keep) / ntokens
