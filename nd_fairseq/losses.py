@@ -143,14 +143,21 @@ class _SoftUnlikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_lprobs: Tensor, teacher_probs: Tensor) -> Tensor:
-        value, grad = _soft_ul_value_and_grad(student_lprobs.detach(), teacher_probs)
+        ctx.input_dtype = student_lprobs.dtype
+        value, grad = _soft_ul_value_and_grad(_at_least_float32(student_lprobs.detach()), teacher_probs)
         ctx.save_for_backward(grad)
-        return value
+        return value.to(ctx.input_dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output, None
+        return (grad * grad_output).to(ctx.input_dtype), None
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half-precision inputs are computed in float32: in bfloat16 1 - 1e-5 rounds to 1, so the clamp
+    would vanish and log(1 - p) become -inf; in float16 p / (1 - p) overflows near p = 1."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x
 
 
 class _CompiledSoftUnlikelihood(torch.autograd.Function):
@@ -161,13 +168,16 @@ class _CompiledSoftUnlikelihood(torch.autograd.Function):
         ctx.save_for_backward(student_lprobs)
         # kept as an attribute, not saved: the teacher's probabilities may come from
         # torch.inference_mode, and they are never modified
-        ctx.teacher_probs = teacher_probs
-        return _COMPILED["value"](student_lprobs.detach(), teacher_probs)
+        ctx.teacher_probs = _at_least_float32(teacher_probs)
+        lp = _at_least_float32(student_lprobs.detach())
+        return _COMPILED["value"](lp, ctx.teacher_probs).to(student_lprobs.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (student_lprobs,) = ctx.saved_tensors
-        return _COMPILED["grad"](student_lprobs.detach(), ctx.teacher_probs, grad_output), None
+        lp = _at_least_float32(student_lprobs.detach())
+        grad = _COMPILED["grad"](lp, ctx.teacher_probs, grad_output.to(lp.dtype))
+        return grad.to(student_lprobs.dtype), None
 
 
 def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None,
