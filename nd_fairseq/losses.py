@@ -198,6 +198,57 @@ def soft_unlikelihood(student_lprobs: Tensor, teacher_probs: Tensor, mask: Optio
     return _SoftUnlikelihood.apply(student_lprobs, teacher_probs)
 
 
+class _LabelSmoothedNllAndSoftUnlikelihood(torch.autograd.Function):
+    """fairseq's label-smoothed NLL and Eq. 6 on the same log-probabilities, with one backward that
+    writes the summed gradient once (autograd would build one array per term and add them)."""
+
+    @staticmethod
+    def forward(ctx, lprobs: Tensor, target: Tensor, teacher_probs: Tensor, epsilon: float, pad: int):
+        lprobs = lprobs.detach()
+        real = target.ne(pad)
+        rows = real.nonzero().squeeze(1)
+        if teacher_probs.size(0) != rows.numel():
+            raise ValueError(f"teacher_probs has {teacher_probs.size(0)} rows for {rows.numel()} real positions")
+        # the same operations as fairseq's label_smoothed_nll_loss, so the same numbers
+        nll = -lprobs.gather(-1, target.unsqueeze(-1)).masked_fill_(~real.unsqueeze(-1), 0.0).sum()
+        smooth = -lprobs.sum(-1, keepdim=True).masked_fill_(~real.unsqueeze(-1), 0.0).sum()
+        eps_i = epsilon / (lprobs.size(-1) - 1)
+        mle = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+        student = lprobs if rows.numel() == lprobs.size(0) else lprobs.index_select(0, rows)
+        ctx.input_dtype = lprobs.dtype
+        pred, grad = _soft_ul_value_and_grad(_at_least_float32(student), teacher_probs)
+        ctx.save_for_backward(grad, target, rows)
+        ctx.shape, ctx.epsilon, ctx.eps_i, ctx.pad = lprobs.shape, epsilon, eps_i, pad
+        return mle, nll, pred.to(lprobs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_mle: Tensor, grad_nll: Tensor, grad_pred: Tensor):
+        grad, target, rows = ctx.saved_tensors
+        # every real row: -eps_i for each entry (smoothing) plus the unlikelihood gradient ...
+        per_row = grad * grad_pred.to(grad.dtype) - ctx.eps_i * grad_mle.to(grad.dtype)
+        if rows.numel() == ctx.shape[0]:
+            full = per_row.to(ctx.input_dtype)
+        else:
+            full = per_row.new_zeros(ctx.shape, dtype=ctx.input_dtype).index_copy_(0, rows, per_row.to(ctx.input_dtype))
+        # ... and the target entry: -(1 - eps - eps_i) for the loss, -1 for the NLL
+        at_target = -(1.0 - ctx.epsilon - ctx.eps_i) * grad_mle - grad_nll
+        real = target.ne(ctx.pad).unsqueeze(-1)
+        full.scatter_add_(-1, target.unsqueeze(-1), (at_target.to(full.dtype) * real).to(full.dtype))
+        return full, None, None, None, None
+
+
+def label_smoothed_nll_and_soft_unlikelihood(lprobs: Tensor, target: Tensor, teacher_probs: Tensor,
+                                             epsilon: float, pad: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(label-smoothed NLL sum, NLL sum, soft-unlikelihood sum)`` over ``(M, V)`` log-probabilities.
+
+    The first two are fairseq's ``label_smoothed_nll_loss(lprobs, target, epsilon, ignore_index=pad)``;
+    the third is :func:`soft_unlikelihood` of the rows whose target is not ``pad`` against
+    ``teacher_probs`` (one row per such position, in order). Same values and gradients as the two
+    functions apart, computed with fewer passes over the (M, V) array.
+    """
+    return _LabelSmoothedNllAndSoftUnlikelihood.apply(lprobs, target, teacher_probs, float(epsilon), int(pad))
+
+
 def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Token unlikelihood against one negative token per position (Eq. 2 with one candidate).
 

@@ -115,3 +115,97 @@ def test_compile_fallback_logs_one_line_and_computes_the_same(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if "torch.compile is unavailable" in line]
     assert len(warnings) == 1, proc.stderr[-3000:]
     assert warnings[0].startswith("WARNING ") and warnings[0].endswith("the soft unlikelihood runs eagerly")
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_mle_and_soft_unlikelihood_together_equal_fairseq_and_the_formula(padded):
+    """One function for L_mle and L_pred (the criterion's default when t = 1): fairseq's
+    label-smoothed NLL and Eq. 6, values and gradients, in float64."""
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+    from nd_fairseq.losses import label_smoothed_nll_and_soft_unlikelihood
+
+    torch.manual_seed(7)
+    pad, eps, m, v = 1, 0.1, 12, 25
+    logits = torch.randn(m, v, dtype=torch.float64) * 3
+    logits[4, 9] = 50.0  # a clamped position
+    target = torch.randint(4, v, (m,))
+    if padded:
+        target[[2, 7, 11]] = pad
+    real = target.ne(pad)
+    q = torch.softmax(torch.randn(int(real.sum()), v, dtype=torch.float64), -1)
+    weights = (0.7, 0.2, 1.9)  # how the criterion might scale the three outputs
+
+    z1 = logits.clone().requires_grad_(True)
+    mle, nll, pred = label_smoothed_nll_and_soft_unlikelihood(torch.log_softmax(z1, -1), target, q, eps, pad)
+    (weights[0] * mle + weights[1] * nll + weights[2] * pred).backward()
+
+    z2 = logits.clone().requires_grad_(True)
+    lp = torch.log_softmax(z2, -1)
+    ref_mle, ref_nll = label_smoothed_nll_loss(lp, target, eps, ignore_index=pad, reduce=True)
+    p = torch.softmax(z2, -1)[real]
+    ref_pred = -(q * torch.log((1 - p).clamp(min=1e-5))).sum()
+    (weights[0] * ref_mle + weights[1] * ref_nll + weights[2] * ref_pred).backward()
+
+    assert mle.item() == pytest.approx(ref_mle.item(), rel=1e-12)
+    assert nll.item() == pytest.approx(ref_nll.item(), rel=1e-12)
+    assert pred.item() == pytest.approx(ref_pred.item(), rel=1e-12)
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-10, atol=1e-13)
+    if padded:
+        assert z1.grad[2].abs().max().item() == 0.0  # a padded position gets nothing
+
+
+def test_mle_and_soft_unlikelihood_refuses_misaligned_teacher_rows():
+    from nd_fairseq.losses import label_smoothed_nll_and_soft_unlikelihood
+
+    target = torch.tensor([5, 6, 1])
+    with pytest.raises(ValueError, match="teacher_probs has 3 rows for 2 real positions"):
+        label_smoothed_nll_and_soft_unlikelihood(torch.log_softmax(torch.randn(3, 8), -1), target,
+                                                 torch.full((3, 8), 1 / 8), 0.1, 1)
+
+
+def test_criterion_default_path_equals_the_composed_formula_by_autograd(data_bin, teacher_checkpoint):
+    """The ND criterion's default path (L_mle and L_pred in one function) on a real model and batch:
+    the loss and every parameter's gradient equal autograd through the written-out Eq. 13 with
+    fairseq's label-smoothed NLL and Eq. 6. The model is float64, but fairseq's log-softmax returns
+    float32 (as in any training run), so the two agree to float32 rounding."""
+    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+    from conftest import TINY_MODEL, USER_DIR, build_training, first_batch
+
+    argv = [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation", *TINY_MODEL,
+            "--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0",
+            "--criterion", "negative_distillation", "--teacher-path", teacher_checkpoint,
+            "--no-hid-loss", "--no-att-loss", "--optimizer", "adam", "--lr", "1e-3"]
+    torch.manual_seed(0)
+    _, task, model, criterion = build_training(argv)
+    assert criterion.shares_lprobs
+    batch = first_batch(task, "train", max_tokens=600)
+    model = model.double().train()
+    criterion.set_alpha(0.3)
+    loss, sample_size, log = criterion(model, batch)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    pad = task.target_dictionary.pad()
+    teacher = criterion.teacher.model
+    assert next(teacher.parameters()).dtype == torch.float64
+    with torch.no_grad():
+        q = torch.softmax(teacher(**batch["net_input"])[0], -1)
+    lp = model.get_normalized_probs(model(**batch["net_input"]), log_probs=True)
+    assert lp.dtype == torch.float32
+    target = batch["target"]
+    mle, _ = label_smoothed_nll_loss(lp.view(-1, lp.size(-1)), target.view(-1), 0.1, ignore_index=pad)
+    real = target.ne(pad)
+    pred = -(q[real] * torch.log((1 - lp.exp()[real]).clamp(min=1e-5))).sum()
+    ntokens = batch["ntokens"]
+    ref = ((1 - 0.3) * mle / ntokens + 0.3 * pred / ntokens) * sample_size
+    ref.backward()
+    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    assert float(log["pred"]) == pytest.approx(float(pred / ntokens * sample_size), rel=1e-5)
+    got = torch.cat([g.flatten() for g in grads])
+    want = torch.cat([p.grad.flatten() for p in model.parameters()])
+    # float32 log-probabilities: agreement to float32 rounding of the largest gradient entries
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+    assert (got - want).norm().item() <= 1e-5 * want.norm().item()

@@ -39,6 +39,7 @@ from ..decoding import forward_on
 from ..io_utils import InputError
 from ..losses import (
     hard_unlikelihood,
+    label_smoothed_nll_and_soft_unlikelihood,
     mrse,
     normalize_features,
     soft_unlikelihood,
@@ -217,13 +218,20 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
         skip = self.ignore_prefix_size
-        mle_sum, nll_sum = label_smoothed_nll_loss(
-            lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
-            ignore_index=self.padding_idx, reduce=True)
+        pred_sum = None
+        if self.shares_lprobs:
+            # L_mle and L_pred read the same log-probabilities: one function, one gradient array
+            mle_sum, nll_sum, pred_sum = label_smoothed_nll_and_soft_unlikelihood(
+                lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1), teacher_targets, self.eps,
+                self.padding_idx)
+        else:
+            mle_sum, nll_sum = label_smoothed_nll_loss(
+                lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
+                ignore_index=self.padding_idx, reduce=True)
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
         terms = self.distillation_terms(net_output, lprobs, target, teacher_output, teacher_targets,
-                                        student_scores, teacher_scores, sample)
+                                        student_scores, teacher_scores, sample, pred_sum=pred_sum)
         mle = mle_sum / ntokens
         # components are logged unweighted; only L_pred carries a weight in the sum
         negative = sum((self.pred_weight * v if k == "pred" else v for k, v in terms.items()), mle.new_zeros(()))
@@ -247,6 +255,12 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             logging_output["loss"] = loss.data
         log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
+
+    @property
+    def shares_lprobs(self) -> bool:
+        """Soft L_pred at t = 1 reads L_mle's log-probabilities on the same positions."""
+        return (self.use_pred and self.negative_target == "soft" and self.temperature == 1.0
+                and self.ignore_prefix_size == 0 and not self.compiled)
 
     def _target_mask(self, target: Tensor) -> Tensor:
         mask = target.ne(self.padding_idx)
@@ -282,12 +296,14 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def distillation_terms(self, net_output, lprobs: Tensor, target: Tensor, teacher_output,
                            teacher_targets: Optional[Tensor], student_scores: List[Tensor],
-                           teacher_scores: List[Tensor], sample) -> Dict[str, Tensor]:
+                           teacher_scores: List[Tensor], sample, pred_sum: Optional[Tensor] = None
+                           ) -> Dict[str, Tensor]:
         """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only).
 
         ``lprobs`` are the student's log-probabilities at t = 1 (shared with L_mle);
         ``teacher_targets`` the teacher's probabilities at temperature t on the real target
-        positions, ``(N, V)`` (soft), or its greedy tokens, ``(B, T)`` (hard).
+        positions, ``(N, V)`` (soft), or its greedy tokens, ``(B, T)`` (hard); ``pred_sum``, when
+        given, the soft unlikelihood already summed together with L_mle.
         """
         target_mask = self._target_mask(target)
         positions = decoder_position_mask(sample["net_input"]["prev_output_tokens"], self.padding_idx)
@@ -297,7 +313,9 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         ntokens = target_mask.sum().clamp(min=1)
         terms: Dict[str, Tensor] = {}
 
-        if self.use_pred:
+        if self.use_pred and pred_sum is not None:
+            terms["pred"] = pred_sum / ntokens
+        elif self.use_pred:
             student_lp = lprobs if self.temperature == 1.0 else temperature_log_softmax(net_output[0], self.temperature)
             if self.negative_target == "soft":
                 rows = self._target_rows(target)
