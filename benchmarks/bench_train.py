@@ -4,7 +4,9 @@
         --arch transformer_nd_dialog_small --updates 60 --rounds 2
 
 Each round runs MLE (label-smoothed CE) and ND (the default criterion options) for ``--updates``
-updates each, alternating which goes first; the load average is printed before every run. The
+updates each, alternating which goes first; the load average is printed before every run, and the
+ratio of each round's two adjacent runs beside the ratio of the overall medians (on a shared
+machine the load drifts between runs: the per-round ratios show by how much). The
 updates/s are fairseq's own ``ups`` of each ``train_inner`` record (``--log-interval 10``), the first
 record of a run left out (start-up, first batches); the medians over all rounds are compared.
 """
@@ -57,6 +59,7 @@ def main(argv=None):
     configs = {"mle": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
                "nd": ["--criterion", "negative_distillation", "--teacher-path", args.teacher]}
     ups = {c: [] for c in configs}
+    per_round = []
     loads = []
     import tempfile
 
@@ -68,12 +71,20 @@ def main(argv=None):
                 got = train(args, configs[c], tmp)
                 print(f"round {r + 1} {c:<4} load {loads[-1]}: ups {' '.join(f'{u:.2f}' for u in got)}", flush=True)
                 ups[c] += got
+                per_round.append((r, c, statistics.median(got)))
+    rounds = {}
+    for r, c, u in per_round:
+        rounds.setdefault(r, {})[c] = u
+    pairs = [v["mle"] / v["nd"] for v in rounds.values()]
+    print(f"per round (adjacent runs), nd/mle update-time ratio: {' '.join(f'{x:.2f}' for x in pairs)}; "
+          f"median {statistics.median(pairs):.2f}")
     med = {c: statistics.median(u) for c, u in ups.items()}
     print(f"median updates/s: mle {med['mle']:.3f}, nd {med['nd']:.3f}; load averages {', '.join(loads)}")
     print(f"nd/mle update-time ratio (fairseq-train): {med['mle'] / med['nd']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ups": ups, "median": med, "ratio": med["mle"] / med["nd"], "loads": loads}, f, indent=2)
+            json.dump({"ups": ups, "median": med, "ratio": med["mle"] / med["nd"], "round_ratios": pairs,
+                       "loads": loads}, f, indent=2)
     return 0
 
 
