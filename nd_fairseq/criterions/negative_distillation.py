@@ -100,9 +100,11 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
                                        "one is drawn per query and the student, teacher-forced on it, is "
                                        "pushed off its tokens. Added to Eq. 13; 0 = off"})
     nd_compile: bool = field(
-        default=False, metadata={"help": "fuse the soft-unlikelihood arithmetic over the vocabulary with "
-                                         "torch.compile (first update compiles for ~15-40 s; then L_pred costs "
-                                         "4-6x less; worth it for long runs)"})
+        default=False, metadata={"help": "compute the soft unlikelihood with two torch.compile kernels instead "
+                                         "of the default eager sweep (the first update compiles, ~15-40 s; falls "
+                                         "back to the eager path with one warning where torch.compile cannot "
+                                         "build); measured on CPU no faster than the default, see "
+                                         "benchmarks/README.md"})
     seed: int = field(default=1, metadata={"help": "seed for --negative-target random and external-negative draws"})
 
 
