@@ -39,6 +39,7 @@ from ..decoding import forward_on
 from ..io_utils import InputError
 from ..losses import (
     hard_unlikelihood,
+    label_smoothed_nll_and_soft_unlikelihood,
     mrse,
     normalize_features,
     soft_unlikelihood,
@@ -99,9 +100,11 @@ class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConf
                                        "one is drawn per query and the student, teacher-forced on it, is "
                                        "pushed off its tokens. Added to Eq. 13; 0 = off"})
     nd_compile: bool = field(
-        default=False, metadata={"help": "fuse the soft-unlikelihood arithmetic over the vocabulary with "
-                                         "torch.compile (first update compiles for ~15-40 s; then L_pred costs "
-                                         "4-6x less; worth it for long runs)"})
+        default=False, metadata={"help": "compute the soft unlikelihood with two torch.compile kernels instead "
+                                         "of the default eager sweep (the first update compiles, ~15-40 s; falls "
+                                         "back to the eager path with one warning where torch.compile cannot "
+                                         "build); measured on CPU no faster than the default, see "
+                                         "benchmarks/README.md"})
     seed: int = field(default=1, metadata={"help": "seed for --negative-target random and external-negative draws"})
 
 
@@ -205,24 +208,32 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             # inference mode: no graph and no version counters for the frozen teacher; its
             # outputs are only read (the soft-unlikelihood backward keeps them unsaved)
             with torch.inference_mode():
+                # features only: the output layer runs on the real target positions alone
                 if self.use_att:
                     with attention_scores_for(teacher).capture() as teacher_scores:
-                        teacher_output = teacher(**net_input)
+                        teacher_output = teacher(**net_input, features_only=True)
                 else:
-                    teacher_output = teacher(**net_input)
-                teacher_targets = self._teacher_targets(teacher_output[0], sample)
-                teacher_output = (None, teacher_output[1])  # the logits are no longer needed
+                    teacher_output = teacher(**net_input, features_only=True)
+                teacher_targets = self._teacher_targets(teacher, teacher_output[0], sample)
+                teacher_output = (None, teacher_output[1])  # the features are no longer needed
 
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
         skip = self.ignore_prefix_size
-        mle_sum, nll_sum = label_smoothed_nll_loss(
-            lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
-            ignore_index=self.padding_idx, reduce=True)
+        pred_sum = None
+        if self.shares_lprobs:
+            # L_mle and L_pred read the same log-probabilities: one function, one gradient array
+            mle_sum, nll_sum, pred_sum = label_smoothed_nll_and_soft_unlikelihood(
+                lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1), teacher_targets, self.eps,
+                self.padding_idx)
+        else:
+            mle_sum, nll_sum = label_smoothed_nll_loss(
+                lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
+                ignore_index=self.padding_idx, reduce=True)
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
         terms = self.distillation_terms(net_output, lprobs, target, teacher_output, teacher_targets,
-                                        student_scores, teacher_scores, sample)
+                                        student_scores, teacher_scores, sample, pred_sum=pred_sum)
         mle = mle_sum / ntokens
         # components are logged unweighted; only L_pred carries a weight in the sum
         negative = sum((self.pred_weight * v if k == "pred" else v for k, v in terms.items()), mle.new_zeros(()))
@@ -247,33 +258,54 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
+    @property
+    def shares_lprobs(self) -> bool:
+        """Soft L_pred at t = 1 reads L_mle's log-probabilities on the same positions."""
+        return (self.use_pred and self.negative_target == "soft" and self.temperature == 1.0
+                and self.ignore_prefix_size == 0 and not self.compiled)
+
     def _target_mask(self, target: Tensor) -> Tensor:
         mask = target.ne(self.padding_idx)
         if self.ignore_prefix_size > 0:
             mask[:, :self.ignore_prefix_size] = False
         return mask
 
-    def _teacher_targets(self, teacher_logits: Tensor, sample) -> Optional[Tensor]:
-        """The prediction-layer negative targets, computed inside the teacher's inference mode."""
+    def _teacher_targets(self, teacher, features: Tensor, sample) -> Optional[Tensor]:
+        """The prediction-layer negative targets, computed inside the teacher's inference mode.
+
+        The teacher's output layer and softmax run only on the real target positions (padding
+        contributes nothing to L_pred): soft targets are their probabilities, ``(N, V)`` for the
+        N positions of :meth:`_target_rows`; hard targets the greedy tokens, ``(B, T)``.
+        """
         if not self.use_pred or self.negative_target == "random":
             return None
+        rows = self._target_rows(sample["target"])
+        feats = features.reshape(-1, features.size(-1)).index_select(0, rows)
+        logits = teacher.decoder.output_layer(feats)
         if self.negative_target == "hard":
-            return teacher_logits.argmax(-1)
-        mask = self._target_mask(sample["target"])
-        logits = teacher_logits.float()
+            greedy = sample["target"].new_full((sample["target"].numel(),), self.padding_idx)
+            greedy[rows] = logits.argmax(-1)
+            return greedy.view_as(sample["target"])
+        logits = logits.float()
         probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
         if self.pred_skip_eos:
-            probs[..., self.eos_idx] = 0.0
-        return probs.masked_fill_(~mask.unsqueeze(-1), 0.0)  # padding contributes nothing
+            probs[:, self.eos_idx] = 0.0
+        return probs
+
+    def _target_rows(self, target: Tensor) -> Tensor:
+        """Indices of the real target positions in ``target`` flattened to (B * T,)."""
+        return self._target_mask(target).reshape(-1).nonzero().squeeze(1)
 
     def distillation_terms(self, net_output, lprobs: Tensor, target: Tensor, teacher_output,
                            teacher_targets: Optional[Tensor], student_scores: List[Tensor],
-                           teacher_scores: List[Tensor], sample) -> Dict[str, Tensor]:
+                           teacher_scores: List[Tensor], sample, pred_sum: Optional[Tensor] = None
+                           ) -> Dict[str, Tensor]:
         """Per-token L_pred, Σ_l L_hid^l and Σ_l L_att^l for one batch (enabled terms only).
 
         ``lprobs`` are the student's log-probabilities at t = 1 (shared with L_mle);
-        ``teacher_targets`` the teacher's masked probabilities at temperature t (soft) or its
-        greedy tokens (hard).
+        ``teacher_targets`` the teacher's probabilities at temperature t on the real target
+        positions, ``(N, V)`` (soft), or its greedy tokens, ``(B, T)`` (hard); ``pred_sum``, when
+        given, the soft unlikelihood already summed together with L_mle.
         """
         target_mask = self._target_mask(target)
         positions = decoder_position_mask(sample["net_input"]["prev_output_tokens"], self.padding_idx)
@@ -283,10 +315,14 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         ntokens = target_mask.sum().clamp(min=1)
         terms: Dict[str, Tensor] = {}
 
-        if self.use_pred:
+        if self.use_pred and pred_sum is not None:
+            terms["pred"] = pred_sum / ntokens
+        elif self.use_pred:
             student_lp = lprobs if self.temperature == 1.0 else temperature_log_softmax(net_output[0], self.temperature)
             if self.negative_target == "soft":
-                terms["pred"] = soft_unlikelihood(student_lp, teacher_targets, compiled=self.compiled) / ntokens
+                rows = self._target_rows(target)
+                student_rows = student_lp.reshape(-1, student_lp.size(-1)).index_select(0, rows)
+                terms["pred"] = soft_unlikelihood(student_rows, teacher_targets, compiled=self.compiled) / ntokens
             elif self.negative_target == "hard":
                 keep = target_mask & teacher_targets.ne(self.eos_idx) if self.pred_skip_eos else target_mask
                 terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, keep) / ntokens
