@@ -32,11 +32,9 @@ fairseq-train continues from its checkpoint_last.pt). Runs go ``--jobs`` at a ti
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,10 +43,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))  # nd_fairseq of this checkout
+sys.path.insert(0, str(REPO / "examples"))
 
 from nd_fairseq.evaluation.selection import choose_configuration, verdict  # noqa: E402
+from runs import Clock, RunDir, RunError, child_env, run_logged, stop_children, tool  # noqa: E402
 
 MODES = {"greedy": ["--beam", "1"], "beam5": ["--beam", "5", "--lenpen", "1.0"]}
 ND_FLAGS = ["--nd-pred-weight", "10", "--nd-attention", "standardized", "--nd-hidden", "normalized"]
@@ -71,35 +70,8 @@ SCALES = {
 }
 
 
-def tool(name: str) -> str:
-    path = BIN / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
-
-
 def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-class RecipeError(Exception):
-    pass
-
-
-_children: List[subprocess.Popen] = []
-_children_lock = threading.Lock()
-
-
-def stop_children() -> None:
-    """Terminate every running child (fairseq-train, fairseq-generate): nothing is left running."""
-    with _children_lock:
-        procs = list(_children)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @dataclass
@@ -121,45 +93,16 @@ class Run:
 class Recipe:
     def __init__(self, a: argparse.Namespace):
         self.a = a
-        self.work = Path(a.work).resolve()
-        self.text, self.data = self.work / "text", self.work / "data-bin"
-        self.ckpt, self.gen, self.logs = self.work / "checkpoints", self.work / "generate", self.work / "logs"
-        for d in (self.ckpt, self.gen, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
-        self.lock = threading.Lock()
+        dirs = RunDir(a.work)
+        self.work, self.text, self.data = dirs.root, dirs.text, dirs.data
+        self.ckpt, self.gen, self.logs = dirs.ckpt, dirs.gen, dirs.logs
+        self.clock = Clock()
+        self.say = self.clock.say
 
-    # -- reporting ---------------------------------------------------------------------------------
-
-    def say(self, msg: str) -> None:
-        el = int(time.time() - self.t0)
-        with self.lock:
-            print(f"[{el // 60}m{el % 60:02d}s] {msg}", flush=True)
-
-    def env(self) -> dict:
-        env = dict(os.environ)
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.a.threads)
-        env["PYTHONWARNINGS"] = "ignore"
-        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        return env
+    # -- running -----------------------------------------------------------------------------------
 
     def run(self, cmd: List, log: Path, stdout=None) -> None:
-        cmd = [str(c) for c in cmd]
-        with open(log, "a") as f:
-            f.write("$ " + " ".join(cmd) + "\n")
-            f.flush()
-            proc = subprocess.Popen(cmd, stdout=stdout or f, stderr=f if stdout else subprocess.STDOUT,
-                                    env=self.env(), cwd=REPO)
-            with _children_lock:
-                _children.append(proc)
-            try:
-                proc.wait()
-            finally:
-                with _children_lock:
-                    _children.remove(proc)
-        if proc.returncode != 0:
-            tail = "".join(open(log, errors="replace").readlines()[-5:]).strip()
-            raise RecipeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log}\n{tail}")
+        run_logged(cmd, log, child_env(self.a.threads), REPO, stdout=stdout)
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -441,7 +384,7 @@ class Recipe:
             models["control"] = f"control.s{seed}"
         byname = {r.name: r for r in runs}
         chat = " ".join(f"--model {s if s != nd else 'nd'}={self.checkpoint(byname[n])}" for s, n in models.items())
-        print(f"\nDone in {(time.time() - self.t0) / 60:.1f} min. Results: {self.work / 'results.md'} and .json.")
+        print(f"\nDone in {(time.time() - self.clock.t0) / 60:.1f} min. Results: {self.work / 'results.md'} and .json.")
         print(f"Talk to the models:\n  nd-chat {chat} --data {self.data / 'full'}")
         return results
 
@@ -533,7 +476,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         Recipe(a).main()
-    except RecipeError as err:
+    except RunError as err:
         stop_children()
         print(f"pipeline.sh: error: {err}", file=sys.stderr)
         return 2

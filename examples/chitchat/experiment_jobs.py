@@ -8,7 +8,6 @@ reported and the jobs that depend on it are not started.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,9 @@ from typing import Dict, List
 from experiment_systems import MODES, Job
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "examples"))
+
+from runs import Clock, RunDir, RunError, child_env, run_logged, tool  # noqa: E402
 
 
 def generation_file(gen: Path, name: str, mode: str, subset: str = "test") -> Path:
@@ -29,50 +30,28 @@ def generation_file(gen: Path, name: str, mode: str, subset: str = "test") -> Pa
     return gen / (f"{name}.{mode}.txt" if subset == "test" else f"{name}.{mode}.{subset}.txt")
 
 
-def tool(name: str) -> str:
-    path = BIN / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
-
-
-
 class Scheduler:
     """Runs the jobs of one experiment under ``args.out``; ``args``: the runner's parsed options."""
 
     def __init__(self, args):
         self.a = args
-        self.out = Path(args.out).resolve()
-        self.text = self.out / "text"
-        self.data = self.out / "data-bin"
-        self.ckpt = self.out / "checkpoints"
-        self.gen = self.out / "generate"
-        self.logs = self.out / "logs"
-        for d in (self.ckpt, self.gen, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
-        self.lock = threading.Lock()
+        dirs = RunDir(args.out)
+        self.out, self.text, self.data = dirs.root, dirs.text, dirs.data
+        self.ckpt, self.gen, self.logs = dirs.ckpt, dirs.gen, dirs.logs
+        self.clock = Clock(hours=True)
+        self.say = self.clock.say
+        self.t0 = self.clock.t0
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def say(self, msg: str) -> None:
-        el = int(time.time() - self.t0)
-        with self.lock:
-            print(f"[{el // 3600}:{el % 3600 // 60:02d}:{el % 60:02d}] {msg}", flush=True)
-
     def env(self) -> dict:
-        env = dict(os.environ)
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.a.threads)
-        env["PYTHONWARNINGS"] = "ignore"
-        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return child_env(self.a.threads)
 
     def run(self, cmd, log: Path) -> None:
-        with open(log, "a") as f:
-            f.write("$ " + " ".join(map(str, cmd)) + "\n")
-            f.flush()
-            proc = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=self.env(),
-                                  cwd=REPO)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}); see {log}")
+        try:
+            run_logged(cmd, log, self.env(), REPO)
+        except RunError as err:  # the scheduler reports it and skips the jobs that depend on it
+            raise RuntimeError(str(err).splitlines()[0]) from None
 
     # -- data -----------------------------------------------------------------------------------
 
