@@ -135,9 +135,8 @@ class Recipe:
             if a.recipe == "recommended":
                 out.append(Run(f"control.s{seed}", "control", seed, "full", ls, a.finetune_updates,
                                deps=[std], finetune_from=std))
-                for alpha in a.alphas:
-                    out.append(Run(f"nd_a{alpha}.s{seed}", f"nd_a{alpha}", seed, "full",
-                                   nd + ["--fixed-alpha", alpha, *ND_FLAGS], a.finetune_updates,
+                for system, flags in a.candidates.items():
+                    out.append(Run(f"{system}.s{seed}", system, seed, "full", nd + flags, a.finetune_updates,
                                    deps=[teacher, std], finetune_from=std))
             else:
                 gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
@@ -264,8 +263,10 @@ class Recipe:
         return rows
 
     def label(self, system: str) -> str:
-        if system.startswith("nd_a"):
+        if system.startswith("nd_a") and system[4:].replace(".", "").isdigit():
             return f"ND (α {system[4:]})"
+        if system.startswith("nd_") and system != "nd_paper":
+            return f"ND ({system[3:]})"
         return {"standard": "Standard", "control": "MLE control", "teacher": "teacher (D_N)",
                 "nd_paper": "ND, paper recipe"}.get(system, system)
 
@@ -324,14 +325,14 @@ class Recipe:
             choice = {}
             for mode in modes:
                 valid = self.table(runs, "valid", mode)
-                cands = [f"nd_a{x}" for x in a.alphas]
+                cands = list(a.candidates)
                 choice[mode] = choose_configuration(valid, cands, bleu_margin=a.select_margin,
                                                     length_ratio=a.length_ratio)
                 choice[mode]["valid"] = {s: {m: valid[s][m] for m in METRICS} for s in ["standard", "control", *cands]}
                 picked = choice[mode]["chosen"]
                 self.say(f"{mode}: chosen on the validation set: {picked and self.label(picked) or 'none'} "
                          f"({choice[mode]['rule']})")
-            shown = {mode: ["standard", "control", choice[mode]["chosen"] or f"nd_a{a.alphas[-1]}"] for mode in modes}
+            shown = {mode: ["standard", "control", choice[mode]["chosen"] or cands[-1]] for mode in modes}
         else:
             self.schedule(runs, self.train)
             choice = {}
@@ -408,6 +409,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher-updates", type=int)
     p.add_argument("--finetune-updates", type=int, help="updates of the second phase (control and ND)")
     p.add_argument("--alphas", nargs="+", help="candidate fixed α of the second phase")
+    p.add_argument("--candidate", action="append", default=[], metavar="NAME=FLAGS",
+                   help="another second-phase ND candidate: criterion flags added to the recipe's, e.g. "
+                        "'a0.3_noeos=--fixed-alpha 0.3 --nd-pred-skip-eos' (repeatable)")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--lr")
     p.add_argument("--warmup", type=int)
@@ -465,6 +469,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     for x in a.alphas:
         if not 0 < float(x) <= 1:
             p.error(f"--alphas {x}: each α must be in (0, 1]")
+    a.candidates = {f"nd_a{x}": ["--fixed-alpha", x, *ND_FLAGS] for x in a.alphas}
+    for spec in a.candidate:
+        name, _, flags = spec.partition("=")
+        if not name or not flags.split() or not name.replace(".", "").replace("_", "").isalnum():
+            p.error(f"--candidate {spec!r}: give NAME=FLAGS, NAME of letters, digits, '.' and '_'")
+        a.candidates[f"nd_{name}"] = [*flags.split(), *ND_FLAGS]
     return a
 
 
