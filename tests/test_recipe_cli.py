@@ -65,6 +65,24 @@ def test_bad_options_are_one_line_errors(tmp_path):
     assert proc.returncode == 2 and "--alphas 1.5: each α must be in (0, 1]" in proc.stderr
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--recipe", "best"], check=False)
     assert proc.returncode == 2 and "invalid choice: 'best'" in proc.stderr
+    proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path, "--candidate", "no flags"],
+                   check=False)
+    assert proc.returncode == 2 and "--candidate 'no flags': give NAME=FLAGS" in proc.stderr
+
+
+def test_candidates_are_the_alphas_then_the_named_ones():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nd_recipe", REPO / "examples" / "recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    a = recipe.parse_args(["--alphas", "0.5", "--candidate", "a0.3_noeos=--fixed-alpha 0.3 --nd-pred-skip-eos"])
+    assert a.candidates == {
+        "nd_a0.5": ["--fixed-alpha", "0.5", *recipe.ND_FLAGS],
+        "nd_a0.3_noeos": ["--fixed-alpha", "0.3", "--nd-pred-skip-eos", *recipe.ND_FLAGS]}
+    r = recipe.Recipe.__new__(recipe.Recipe)
+    assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (a0.3_noeos)"
+    assert r.label("nd_paper") == "ND, paper recipe" and r.label("control") == "MLE control"
 
 
 def test_sigterm_stops_the_runs_and_a_rerun_resumes(tmp_path):
