@@ -126,8 +126,10 @@ def test_interrupted_nd_filter_stops_its_workers_and_leaves_nothing(tmp_path, ho
     args = [tool("nd-filter"), "--query", query, "--response", response, "--out-dir", out,
             "--scratch-dir", scratch, "--jobs", "2", "--quiet"]
     # in a session of its own, so that Ctrl-C can go to its whole process group as a terminal's does
+    # with SIGINT's default disposition: a suite started in the background inherits it ignored
     proc = subprocess.Popen([str(a) for a in args], env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers = []
     while proc.poll() is None and not (workers := _children(proc.pid)):
         time.sleep(0.002)
