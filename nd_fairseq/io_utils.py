@@ -557,10 +557,16 @@ def _child_main(conn, fn: Callable, args: tuple, parent: int = 0, inherited: Seq
     except BaseException as err:  # handed to the parent, which raises it
         result = (False, err)
     try:
-        conn.send(result)
-    except Exception as err:  # an unpicklable result or exception
-        conn.send((False, RuntimeError(f"worker failed: {err!r}")))
-    conn.close()
+        try:
+            conn.send(result)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the parent stopped listening (interrupted or failed): nobody needs the result
+        except Exception as err:  # an unpicklable result or exception
+            conn.send((False, RuntimeError(f"worker failed: {err!r}")))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        conn.close()
 
 
 def run_parallel(calls: Sequence[Tuple[Callable, tuple]], jobs: int) -> List[Any]:
