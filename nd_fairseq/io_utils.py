@@ -9,6 +9,7 @@ import errno
 import multiprocessing
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -544,10 +545,9 @@ def _child_main(conn, fn: Callable, args: tuple, parent: int = 0, inherited: Seq
         _die_with_parent(parent)
         # Ctrl-C reaches the whole process group: the parent alone handles it (and stops the
         # workers with SIGTERM, which must then end them whatever handler the parent installed)
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked across the fork
     # The read ends of the pipes were inherited by the fork: holding them, a worker whose parent
     # died would block forever writing a large result into its own pipe instead of failing.
     for reader in inherited:
@@ -593,7 +593,14 @@ def run_parallel(calls: Sequence[Tuple[Callable, tuple]], jobs: int) -> List[Any
             recv, send = ctx.Pipe(duplex=False)
             readers = [r for _, r in children] + [recv]
             proc = ctx.Process(target=_child_main, args=(send, fn, args, os.getpid(), readers), daemon=True)
-            proc.start()
+            # SIGINT and SIGTERM are blocked across the fork: one sent in that instant stays pending in
+            # the child until it has its own dispositions (SIGINT ignored, SIGTERM the default), so
+            # no handler inherited from this process runs there; here it arrives right after
+            masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                proc.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             send.close()
             children.append((proc, recv))
         results: List[Any] = [calls[0][0](*calls[0][1])]
