@@ -125,10 +125,12 @@ class Recipe:
     def runs(self) -> List[Run]:
         a = self.a
         ls = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
-        teacher = f"teacher.s{a.seeds[0]}"
+        # one teacher for every seed, whichever seeds a run asks for (a rerun with --seeds 2 3
+        # reuses it), so the students of all seeds learn from the same negative teacher
+        teacher = f"teacher.s{a.teacher_seed}"
         teacher_ckpt = self.ckpt / teacher / "checkpoint_best.pt"
         nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--teacher-path", teacher_ckpt]
-        out = [Run(teacher, "teacher", a.seeds[0], "negative", ls, a.teacher_updates)]
+        out = [Run(teacher, "teacher", a.teacher_seed, "negative", ls, a.teacher_updates)]
         for seed in a.seeds:
             std = f"standard.s{seed}"
             out.append(Run(std, "standard", seed, "full", ls, a.updates))
@@ -405,6 +407,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="the corpus, as nd-prepare takes it (default: chitchat-dataset, no path)"
                        if opt == "--format" else "passed to nd-prepare")
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--teacher-seed", type=int, default=1, help="seed of the one negative teacher all seeds share")
     p.add_argument("--updates", type=int, help="Standard (and paper-recipe ND) updates")
     p.add_argument("--teacher-updates", type=int)
     p.add_argument("--finetune-updates", type=int, help="updates of the second phase (control and ND)")
