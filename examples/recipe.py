@@ -12,9 +12,9 @@ Recipes
   2. Standard: MLE from scratch, the checkpoint with the lowest validation loss;
   3. the negative teacher: MLE on the top-50% source-entropy set D_N, lowest validation loss;
   4. a second phase from Standard's checkpoint, every run the same number of updates at the same
-     constant learning rate: the MLE control (MLE only) and one ND student per candidate α
-     (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``),
-     each decoded at its last update;
+     constant learning rate: the MLE control (MLE only) and one ND student per candidate
+     (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``
+     for α 0.5 and 0.3, and each again with ``--nd-pred-skip-eos``), each decoded at its last update;
   5. every system decoded on the validation set; for each decoding mode one α is chosen by the
      rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard, LF not below it,
      replies that loop no more often than the control's and are at most 1.5 x as long, then the
@@ -58,15 +58,20 @@ METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4
 # layers, all embeddings shared, a 2,000-piece vocabulary, lr 2e-3. At 1,500 updates its greedy
 # replies repeat a 3-gram 4x less often (24% against 91%); neither setup has reached its plateau.
 CPU_BASE = ["--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
+# Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos): on the new base
+# the plain candidates lengthen greedy replies and make them loop; these were chosen on the
+# validation set of seeds 2-3 by the rule (RESULTS.md §8.4)
+NOEOS_CANDIDATES = {f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")}
 SCALES = {
     "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
                 finetune_updates=300, max_tokens=4096, lr="2e-3", warmup=200, finetune_lr="4e-4",
-                base=CPU_BASE, alphas=["0.5", "0.3"],
+                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=NOEOS_CANDIDATES,
                 prepare=["--max-units", "2500", "--max-length", "32", "--truncate", "--max-test-pairs", "1000",
                          "--max-valid-pairs", "1000"]),
     "paper": dict(arch="transformer_nd_dialog", vocab=16000, updates=50000, teacher_updates=50000,
                   finetune_updates=5000, max_tokens=8192, lr="5e-4", warmup=4000, finetune_lr="1e-4",
-                  base=[], alphas=["0.5", "0.3", "0.1"], prepare=["--max-length", "64", "--truncate"]),
+                  base=[], alphas=["0.5", "0.3", "0.1"], candidates={},
+                  prepare=["--max-length", "64", "--truncate"]),
 }
 
 
@@ -267,6 +272,8 @@ class Recipe:
     def label(self, system: str) -> str:
         if system.startswith("nd_a") and system[4:].replace(".", "").isdigit():
             return f"ND (α {system[4:]})"
+        if system.startswith("nd_a") and system.endswith("_noeos"):
+            return f"ND (α {system[4:-6]}, no </s>)"
         if system.startswith("nd_") and system != "nd_paper":
             return f"ND ({system[3:]})"
         return {"standard": "Standard", "control": "MLE control", "teacher": "teacher (D_N)",
@@ -411,7 +418,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--updates", type=int, help="Standard (and paper-recipe ND) updates")
     p.add_argument("--teacher-updates", type=int)
     p.add_argument("--finetune-updates", type=int, help="updates of the second phase (control and ND)")
-    p.add_argument("--alphas", nargs="+", help="candidate fixed α of the second phase")
+    p.add_argument("--alphas", nargs="+", help="candidate fixed α of the second phase (default: the scale's, "
+                                                "0.5 and 0.3 at cpu scale, each also without </s> as a "
+                                                "negative target; given, only these α)")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=FLAGS",
                    help="another second-phase ND candidate: criterion flags added to the recipe's, e.g. "
                         "'a0.3_noeos=--fixed-alpha 0.3 --nd-pred-skip-eos' (repeatable)")
@@ -458,6 +467,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                 a.prepare[a.prepare.index(flag) + 1] = str(getattr(a, opt))
             else:
                 a.prepare += [flag, str(getattr(a, opt))]
+    alphas_given = a.alphas is not None
     for k in ("vocab", "updates", "teacher_updates", "finetune_updates", "max_tokens", "lr", "warmup",
               "finetune_lr", "alphas"):
         if getattr(a, k) is None:
@@ -473,6 +483,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not 0 < float(x) <= 1:
             p.error(f"--alphas {x}: each α must be in (0, 1]")
     a.candidates = {f"nd_a{x}": ["--fixed-alpha", x, *ND_FLAGS] for x in a.alphas}
+    if not alphas_given:  # the scale's own candidates come with its α list, not with one given
+        a.candidates.update({f"nd_{name}": [*flags, *ND_FLAGS] for name, flags in scale["candidates"].items()})
     for spec in a.candidate:
         name, _, flags = spec.partition("=")
         if not name or not flags.split() or not name.replace(".", "").replace("_", "").isalnum():

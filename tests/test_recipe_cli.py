@@ -80,8 +80,11 @@ def test_candidates_are_the_alphas_then_the_named_ones():
     assert a.candidates == {
         "nd_a0.5": ["--fixed-alpha", "0.5", *recipe.ND_FLAGS],
         "nd_a0.3_noeos": ["--fixed-alpha", "0.3", "--nd-pred-skip-eos", *recipe.ND_FLAGS]}
+    # the scale's own candidates come with its α list: α 0.5 and 0.3, each also without </s>
+    assert list(recipe.parse_args([]).candidates) == ["nd_a0.5", "nd_a0.3", "nd_a0.5_noeos", "nd_a0.3_noeos"]
+    assert recipe.parse_args([]).candidates["nd_a0.3_noeos"][:3] == ["--fixed-alpha", "0.3", "--nd-pred-skip-eos"]
     r = recipe.Recipe.__new__(recipe.Recipe)
-    assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (a0.3_noeos)"
+    assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (α 0.3, no </s>)" and r.label("nd_x") == "ND (x)"
     assert r.label("nd_paper") == "ND, paper recipe" and r.label("control") == "MLE control"
 
 
