@@ -332,9 +332,9 @@ class Recipe:
             # decode the validation set as soon as a run ends: the choice needs nothing from the test set
             self.schedule(runs, lambda r: (self.train(r), r.system != "teacher" and self.decode(r, "valid", modes)))
             choice = {}
+            cands = list(a.candidates)
             for mode in modes:
                 valid = self.table(runs, "valid", mode)
-                cands = list(a.candidates)
                 choice[mode] = choose_configuration(valid, cands, bleu_margin=a.select_margin,
                                                     length_ratio=a.length_ratio)
                 choice[mode]["valid"] = {s: {m: valid[s][m] for m in METRICS} for s in ["standard", "control", *cands]}
@@ -380,17 +380,19 @@ class Recipe:
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line}
-        lines += self.samples(runs, shown[modes[0]], modes[0], a.samples)
+        # the replies of a decoding mode whose ND student was chosen, if there is one
+        sample_mode = next((m for m in modes if (choice.get(m) or {}).get("chosen")), modes[0])
+        lines += self.samples(runs, shown[sample_mode], sample_mode, a.samples)
         (self.work / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (self.work / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
         print("\n".join(lines))
         print()
         for v in verdicts:
             print(v)
-        nd = shown[modes[0]][-1]
+        nd = shown[sample_mode][-1]  # the chosen student, where one was chosen
         seed = a.seeds[0]
         models = {"standard": f"standard.s{seed}", nd: f"{nd}.s{seed}"}
-        if "control" in shown[modes[0]]:
+        if "control" in shown[sample_mode]:
             models["control"] = f"control.s{seed}"
         byname = {r.name: r for r in runs}
         chat = " ".join(f"--model {s if s != nd else 'nd'}={self.checkpoint(byname[n])}" for s, n in models.items())
