@@ -97,6 +97,14 @@ def teacher_checkpoint(data_bin, tmp_path_factory):
     return save / "checkpoint_last.pt"
 
 
+@pytest.fixture(scope="session")
+def chat(tmp_path_factory):
+    """Two tiny dialogue models trained once for the session (tests/helpers/chat_models.py)."""
+    from helpers.chat_models import chat_models
+
+    return chat_models(tmp_path_factory)
+
+
 def build_training(argv):
     """In-process equivalent of fairseq-train's set-up: (cfg, task, model, criterion).
 

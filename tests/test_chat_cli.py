@@ -14,15 +14,11 @@ import time
 import pytest
 
 from conftest import REPO, cli_env, run_cli, tool
-from helpers.chat_models import MAX_LEN, QUERIES, chat_models
+from helpers.chat_models import MAX_LEN, QUERIES
 from nd_fairseq import DialogueModel
 
 pytestmark = pytest.mark.cli
 
-
-@pytest.fixture(scope="session")
-def chat(tmp_path_factory):
-    return chat_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,13 @@ import torch
 from sacremoses import MosesDetokenizer
 
 from conftest import REPO, USER_DIR, cli_env, run_cli
-from helpers.chat_models import MAX_LEN, QUERIES, chat_models
+from helpers.chat_models import MAX_LEN, QUERIES
 from nd_fairseq import DialogueModel
 from nd_fairseq.chat.model import CheckpointError, EmptyMessageError
 from nd_fairseq.io_utils import InputError
 
 pytestmark = pytest.mark.cli
 
-
-@pytest.fixture(scope="session")
-def chat(tmp_path_factory):
-    return chat_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,12 @@ import sys
 import pytest
 
 from conftest import cli_env, run_cli
-from helpers.chat_models import QUERIES, chat_models
+from helpers.chat_models import QUERIES
 from nd_fairseq.data import preprocessing
 from nd_fairseq.io_utils import InputError
 
 pytestmark = pytest.mark.cli
 
-
-@pytest.fixture(scope="session")
-def chat(tmp_path_factory):
-    return chat_models(tmp_path_factory)
 
 
 def test_preprocess_sh_records_the_preparation(chat, data_bin):

@@ -2,8 +2,8 @@
 
 nd-prepare (chitchat, which leaves its prepare.json beside the text) -> preprocess.sh (which
 writes DEST/*/preprocessing.json) -> fairseq-train twice (different seeds and lengths, so the two
-models answer differently). The test modules share one build through the session's base
-temporary directory.
+models answer differently). Built by the session fixture ``chat`` of tests/conftest.py, which every
+chat test module uses.
 """
 
 from dataclasses import dataclass
@@ -31,8 +31,6 @@ def chat_models(tmp_path_factory) -> ChatModels:
     built = ChatModels(root=root, text=root / "text", data=root / "data-bin" / "full",
                        checkpoints={"standard": root / "checkpoints" / "standard",
                                     "other": root / "checkpoints" / "other"})
-    if (root / "done").exists():
-        return built
     root.mkdir(parents=True, exist_ok=True)
     run_cli(["nd-prepare", "--out-dir", built.text, "--quiet", "--seed", "3", "--max-units", "120",
              "--valid-fraction", "0.1", "--test-fraction", "0.1"])
@@ -45,5 +43,4 @@ def chat_models(tmp_path_factory) -> ChatModels:
                  "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
                  "--max-update", str(updates), "--save-dir", save, "--disable-validation",
                  "--no-epoch-checkpoints"])
-    (root / "done").write_text("ok\n")
     return built
