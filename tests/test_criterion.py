@@ -295,3 +295,23 @@ def test_feature_variants(data_bin, teacher_checkpoint, batch, flags, term):
     loss.backward()
     grads = [p.grad for p in model.decoder.layers[0].self_attn.q_proj.parameters()]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("target", ["soft", "hard", "random"])
+def test_every_negative_target_trains_a_step(data_bin, teacher_checkpoint, batch, target):
+    # a real backward through each prediction-layer target: the hard target's teacher tokens come
+    # from the teacher's inference mode and are saved by autograd as an index
+    torch.manual_seed(0)
+    _, _, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--negative-target", target,
+        *(["--negative-data", data_bin / "negative"] if target == "random" else [])))
+    model.train()
+    criterion.set_alpha(1.0)
+    loss, sample_size, log = criterion(model, batch)
+    model.zero_grad()
+    (loss / sample_size).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # α = 1 and L_pred alone: the output layer moves, and the loss is L_pred
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert float(loss) / sample_size == pytest.approx(float(log["pred"]) / sample_size, rel=1e-5)

@@ -216,6 +216,10 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
                     teacher_output = teacher(**net_input, features_only=True)
                 teacher_targets = self._teacher_targets(teacher, teacher_output[0], sample)
                 teacher_output = (None, teacher_output[1])  # the features are no longer needed
+            if teacher_targets is not None and not teacher_targets.is_floating_point():
+                # hard targets index the student's log-probabilities, and autograd saves that
+                # index for the backward: an inference-mode tensor cannot be saved, a copy can
+                teacher_targets = teacher_targets.clone()
 
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
