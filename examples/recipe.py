@@ -504,7 +504,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ablate", metavar="CANDIDATE",
                    help="the ND candidate that --baselines ablations ablates (default: a0.3_noeos at cpu scale, "
                         "a0.3 at paper scale; under --recipe paper the paper-recipe student)")
-    p.add_argument("--ablation-seeds", nargs="+", type=int, help="seeds of the ablations (default: the first seed)")
+    p.add_argument("--ablation-seeds", nargs="+", type=int, metavar="SEED", help="seeds of the ablations (default: the first seed)")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--lr")
     p.add_argument("--warmup", type=int)
