@@ -6,6 +6,8 @@
 #   -> recommended: ND as a fixed-α second phase of Standard, beside an MLE-only control,
 #      α chosen on the validation set | paper: ND from scratch with the progressive α schedule
 #   -> fairseq-generate -> nd-eval, sample replies, a verdict line
+#   (--baselines ul nt face paper ablations: UL, NT, FACE, the paper recipe and the ablations
+#   on the same base, shown beside ND)
 #
 # examples/chitchat/run.sh (the README's main job), examples/dailydialog/run.sh and
 # examples/opensubtitles/run.sh call this with their settings; examples/recipe.py is the driver

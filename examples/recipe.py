@@ -26,6 +26,17 @@ Recipes
 scratch with the progressive α schedule (λ = 4, γ = half the run), the checkpoint with the lowest
 validation loss. At CPU scale this does not raise diversity (RESULTS.md §4).
 
+Baselines (``--baselines``, none by default) are trained on the same base and shown after the ND
+row of every Table-3 block; they are never candidates of the validation rule:
+  ``ul``, ``nt``, ``face``: UL, NT and FACE (docs/baselines.md) as second-phase runs exactly like the
+    control (from the same seed's Standard checkpoint_best, ``--finetune-updates`` at the constant
+    ``--finetune-lr``, read at checkpoint_last), with their criterion and ``--label-smoothing 0.1``;
+  ``paper``: the paper-recipe ND student from scratch (what ``--recipe paper`` trains);
+  ``ablations``: the ND candidate named by ``--ablate`` (default ``a0.3_noeos`` at cpu scale) again
+    with ``--no-pred-loss``, ``--no-att-loss`` and ``--no-hid-loss`` (Table 5), on ``--ablation-seeds``
+    (default: the first seed); under ``--recipe paper`` the paper-recipe student is ablated.
+Adding ``--baselines`` to a finished ``--work`` trains and decodes only the new runs.
+
 Everything goes under ``--work``; every finished step is kept and a rerun resumes (an interrupted
 fairseq-train continues from its checkpoint_last.pt). Runs go ``--jobs`` at a time.
 """
@@ -61,16 +72,20 @@ CPU_BASE = ["--encoder-normalize-before", "--decoder-normalize-before", "--share
 # Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos): on the new base
 # the plain candidates lengthen greedy replies and make them loop; these were chosen on the
 # validation set of seeds 2-3 by the rule (RESULTS.md §8.4)
+BASELINES = ["ul", "nt", "face", "paper", "ablations"]
+BASELINE_CRITERIA = {"ul": "unlikelihood_dialog", "nt": "negative_training", "face": "face"}
+ABLATIONS = {"no_pred": "--no-pred-loss", "no_att": "--no-att-loss", "no_hid": "--no-hid-loss"}
+ABLATION_LABELS = {"no_pred": "L_pred", "no_att": "L_att", "no_hid": "L_hid"}
 NOEOS_CANDIDATES = {f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")}
 SCALES = {
     "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
                 finetune_updates=300, max_tokens=4096, lr="2e-3", warmup=200, finetune_lr="4e-4",
-                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=NOEOS_CANDIDATES,
+                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=NOEOS_CANDIDATES, ablate="a0.3_noeos",
                 prepare=["--max-units", "2500", "--max-length", "32", "--truncate", "--max-test-pairs", "1000",
                          "--max-valid-pairs", "1000"]),
     "paper": dict(arch="transformer_nd_dialog", vocab=16000, updates=50000, teacher_updates=50000,
                   finetune_updates=5000, max_tokens=8192, lr="5e-4", warmup=4000, finetune_lr="1e-4",
-                  base=[], alphas=["0.5", "0.3", "0.1"], candidates={},
+                  base=[], alphas=["0.5", "0.3", "0.1"], candidates={}, ablate="a0.3",
                   prepare=["--max-length", "64", "--truncate"]),
 }
 
@@ -136,6 +151,8 @@ class Recipe:
         teacher_ckpt = self.ckpt / teacher / "checkpoint_best.pt"
         nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--teacher-path", teacher_ckpt]
         out = [Run(teacher, "teacher", a.teacher_seed, "negative", ls, a.teacher_updates)]
+        gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
+        paper = nd + ["--alpha-lambda", a.alpha_lambda, "--alpha-gamma", gamma]
         for seed in a.seeds:
             std = f"standard.s{seed}"
             out.append(Run(std, "standard", seed, "full", ls, a.updates))
@@ -146,10 +163,41 @@ class Recipe:
                     out.append(Run(f"{system}.s{seed}", system, seed, "full", nd + flags, a.finetune_updates,
                                    deps=[teacher, std], finetune_from=std))
             else:
-                gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
-                out.append(Run(f"nd_paper.s{seed}", "nd_paper", seed, "full",
-                               nd + ["--alpha-lambda", a.alpha_lambda, "--alpha-gamma", gamma], a.updates,
-                               deps=[teacher]))
+                out.append(Run(f"nd_paper.s{seed}", "nd_paper", seed, "full", paper, a.updates, deps=[teacher]))
+        return out + self.baseline_runs(out, paper)
+
+    def baseline_runs(self, main: List[Run], paper: List) -> List[Run]:
+        """The runs of ``--baselines``, after the recipe's own so that those start first."""
+        a = self.a
+        out = []
+        for seed in a.seeds:
+            std = f"standard.s{seed}"
+            for b in a.baselines:
+                if b in BASELINE_CRITERIA:  # the control's run with another criterion
+                    out.append(Run(f"{b}.s{seed}", b, seed, "full",
+                                   ["--criterion", BASELINE_CRITERIA[b], "--label-smoothing", "0.1"],
+                                   a.finetune_updates, deps=[std], finetune_from=std))
+                elif b == "paper":
+                    out.append(Run(f"nd_paper.s{seed}", "nd_paper", seed, "full", paper, a.updates,
+                                   deps=[f"teacher.s{a.teacher_seed}"]))
+        if "ablations" in a.baselines:
+            byname = {r.name: r for r in main + out}
+            for seed in a.ablation_seeds:
+                target = byname[f"{a.ablate}.s{seed}"]
+                for suffix, flag in ABLATIONS.items():
+                    system = f"{a.ablate}_{suffix}"
+                    out.append(Run(f"{system}.s{seed}", system, seed, target.data, [*target.args, flag],
+                                   target.updates, deps=list(target.deps), finetune_from=target.finetune_from))
+        return out
+
+    def baseline_systems(self) -> List[str]:
+        """The systems of ``--baselines``, in the order of the tables."""
+        out = []
+        for b in self.a.baselines:
+            if b == "ablations":
+                out += [f"{self.a.ablate}_{suffix}" for suffix in ABLATIONS]
+            else:
+                out.append("nd_paper" if b == "paper" else b)
         return out
 
     def checkpoint(self, run: Run) -> Path:
@@ -270,6 +318,9 @@ class Recipe:
         return rows
 
     def label(self, system: str) -> str:
+        for suffix, loss in ABLATION_LABELS.items():
+            if system.startswith("nd_") and system.endswith("_" + suffix):
+                return f"{self.label(system[:-len(suffix) - 1])} w/o {loss}"
         if system.startswith("nd_a") and system[4:].replace(".", "").isdigit():
             return f"ND (α {system[4:]})"
         if system.startswith("nd_a") and system.endswith("_noeos"):
@@ -277,7 +328,7 @@ class Recipe:
         if system.startswith("nd_") and system != "nd_paper":
             return f"ND ({system[3:]})"
         return {"standard": "Standard", "control": "MLE control", "teacher": "teacher (D_N)",
-                "nd_paper": "ND, paper recipe"}.get(system, system)
+                "nd_paper": "ND, paper recipe", "ul": "UL", "nt": "NT", "face": "FACE"}.get(system, system)
 
     def markdown(self, rows: Dict[str, dict], title: str) -> List[str]:
         cols = [("dist-1", 4), ("dist-2", 4), ("dist-3", 4), ("lf", 5), ("kl-1", 3), ("kl-2", 3), ("bleu-3", 4),
@@ -328,6 +379,7 @@ class Recipe:
         runs = self.runs()
         self.say(f"recipe {a.recipe}: {len(runs)} training runs ({', '.join(r.name for r in runs)}), {a.jobs} at a time")
         modes = list(MODES) if a.modes == ["all"] else a.modes
+        extra = self.baseline_systems()
         if a.recipe == "recommended":
             # decode the validation set as soon as a run ends: the choice needs nothing from the test set
             self.schedule(runs, lambda r: (self.train(r), r.system != "teacher" and self.decode(r, "valid", modes)))
@@ -343,16 +395,18 @@ class Recipe:
                          f"({choice[mode]['rule']})")
             shown = {mode: ["standard", "control", choice[mode]["chosen"] or cands[-1]] for mode in modes}
         else:
-            self.schedule(runs, self.train)
+            self.schedule(runs, lambda r: (self.train(r), r.system in extra and self.decode(r, "valid", modes)))
             choice = {}
             shown = {mode: ["standard", "nd_paper"] for mode in modes}
-        test_runs = [r for r in runs if any(r.system in s for s in shown.values())]
+        # the baselines are decoded in every mode, after the systems the recipe shows
+        test_runs = [r for r in runs if r.system in extra or any(r.system in s for s in shown.values())]
         self.schedule([Run(r.name, r.system, r.seed, r.data, r.args, r.updates, finetune_from=r.finetune_from)
                        for r in test_runs],
-                      lambda r: self.decode(r, "test", [m for m in modes if r.system in shown[m]]))
-        return self.report(runs, modes, shown, choice)
+                      lambda r: self.decode(r, "test", [m for m in modes if r.system in shown[m] + extra]))
+        return self.report(runs, modes, shown, choice, extra)
 
-    def report(self, runs: List[Run], modes: List[str], shown: Dict[str, List[str]], choice: dict) -> dict:
+    def report(self, runs: List[Run], modes: List[str], shown: Dict[str, List[str]], choice: dict,
+               extra: List[str] = ()) -> dict:
         a = self.a
         lines = [f"# Negative Distillation, recipe {a.recipe} ({a.scale} scale)\n",
                  f"Data: {self.text}; seeds {', '.join(map(str, a.seeds))}; test set; mean ± sd over seeds.\n"]
@@ -360,7 +414,7 @@ class Recipe:
         verdicts = []
         for mode in modes:
             rows = self.table(runs, "test", mode)
-            rows = {s: rows[s] for s in shown[mode] if s in rows}
+            rows = {s: rows[s] for s in [*shown[mode], *extra] if s in rows}
             sel = choice.get(mode)
             if sel is not None and sel["chosen"] is None:
                 lines.append(f"\n**{mode}: no α met the validation rule; {self.label(shown[mode][-1])} is shown, "
@@ -370,6 +424,11 @@ class Recipe:
             line = verdict(rows, nd, [s for s in shown[mode] if s != nd], {s: self.label(s) for s in rows})
             verdicts.append(f"{mode}: {line}")
             lines.append(f"\nVerdict ({mode}): {line}")
+            against = [s for s in extra if s in rows]
+            baseline_line = None
+            if against:  # the same multiples against each baseline, on a line of its own
+                baseline_line = verdict(rows, nd, against, {s: self.label(s) for s in rows})
+                lines.append(f"\nAgainst the baselines ({mode}): {baseline_line}")
             if sel is not None:
                 lines.append(f"\nα chosen on the validation set by the rule: {sel['rule']}.")
                 for name, c in sel["candidates"].items():
@@ -379,10 +438,15 @@ class Recipe:
                                  f"length {fmt(c['length'], '.1f')}: "
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
-            results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line}
+            results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,
+                                      "baselines": against, "baselines_verdict": baseline_line}
+            if against:
+                valid = self.table(runs, "valid", mode)
+                results["modes"][mode]["baselines_valid"] = {s: {m: valid[s][m] for m in METRICS}
+                                                             for s in against if s in valid}
         # the replies of a decoding mode whose ND student was chosen, if there is one
         sample_mode = next((m for m in modes if (choice.get(m) or {}).get("chosen")), modes[0])
-        lines += self.samples(runs, shown[sample_mode], sample_mode, a.samples)
+        lines += self.samples(runs, [*shown[sample_mode], *extra], sample_mode, a.samples)
         (self.work / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (self.work / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
         print("\n".join(lines))
@@ -401,8 +465,15 @@ class Recipe:
         return results
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An option parser whose errors are one line (the usage of this many options fills a screen)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="pipeline.sh", description=__doc__.split("\n\n")[0],
+    p = OneLineErrors(prog="pipeline.sh", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Everything after -- goes to every fairseq-train run.")
     p.add_argument("--recipe", choices=["recommended", "paper"], default="recommended")
@@ -426,6 +497,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=FLAGS",
                    help="another second-phase ND candidate: criterion flags added to the recipe's, e.g. "
                         "'a0.3_noeos=--fixed-alpha 0.3 --nd-pred-skip-eos' (repeatable)")
+    p.add_argument("--baselines", nargs="+", choices=BASELINES, default=[], metavar="NAME",
+                   help="also train and show, on the same base: ul, nt, face (second phase of Standard, "
+                        "like the control), paper (the paper-recipe ND student), ablations (the --ablate "
+                        "candidate without L_pred, L_att, L_hid)")
+    p.add_argument("--ablate", metavar="CANDIDATE",
+                   help="the ND candidate that --baselines ablations ablates (default: a0.3_noeos at cpu scale, "
+                        "a0.3 at paper scale; under --recipe paper the paper-recipe student)")
+    p.add_argument("--ablation-seeds", nargs="+", type=int, metavar="SEED", help="seeds of the ablations (default: the first seed)")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--lr")
     p.add_argument("--warmup", type=int)
@@ -492,6 +571,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not name or not flags.split() or not name.replace(".", "").replace("_", "").isalnum():
             p.error(f"--candidate {spec!r}: give NAME=FLAGS, NAME of letters, digits, '.' and '_'")
         a.candidates[f"nd_{name}"] = [*flags.split(), *ND_FLAGS]
+    a.baselines = list(dict.fromkeys(a.baselines))
+    if a.recipe == "paper" and "paper" in a.baselines:
+        p.error("--baselines paper: under --recipe paper the paper-recipe student is the recipe's own; leave it out")
+    if a.recipe == "paper":
+        a.ablate = "nd_paper"
+    else:
+        name = a.ablate or scale["ablate"]
+        a.ablate = name if name.startswith("nd_") else f"nd_{name}"
+        if "ablations" in a.baselines and a.ablate not in a.candidates:
+            given = ", ".join(c[3:] for c in a.candidates)
+            p.error(f"--ablate {name}: not an ND candidate of this run ({given}); name one of them")
+    a.ablation_seeds = list(dict.fromkeys(a.ablation_seeds or a.seeds[:1]))
+    for seed in a.ablation_seeds:
+        if seed not in a.seeds:
+            p.error(f"--ablation-seeds {seed}: each must be one of --seeds ({' '.join(map(str, a.seeds))})")
     return a
 
 

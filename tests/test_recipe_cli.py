@@ -7,6 +7,7 @@ report), not its figures.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,11 +23,17 @@ TINY = ["--arch", "transformer_nd_dialog_tiny", "--vocab", "300", "--max-units",
         "--finetune-updates", "4", "--validations", "2", "--alphas", "0.5", "0.3", "--samples", "3"]
 
 
-def test_recommended_recipe_end_to_end(tmp_path):
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def recommended(tmp_path_factory):
+    """The recommended recipe on tiny data, greedy decoding: (its --work, its stdout)."""
+    work = tmp_path_factory.mktemp("recipe") / "work"
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", work, *TINY, "--modes", "greedy"],
                    timeout=900)
-    out = proc.stdout
+    return work, proc.stdout
+
+
+def test_recommended_recipe_end_to_end(recommended):
+    work, out = recommended
     results = json.loads((work / "results.json").read_text())
     greedy = results["modes"]["greedy"]
     # the choice was made on the validation decodes of every candidate, Standard and the control
@@ -68,6 +75,18 @@ def test_bad_options_are_one_line_errors(tmp_path):
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path, "--candidate", "no flags"],
                    check=False)
     assert proc.returncode == 2 and "--candidate 'no flags': give NAME=FLAGS" in proc.stderr
+    for args, message in (
+            (["--baselines", "ul", "bleu"], "argument --baselines: invalid choice: 'bleu'"),
+            # the default --ablate, a0.3_noeos, is not a candidate when --alphas is given
+            (["--baselines", "ablations", "--alphas", "0.5"],
+             "--ablate a0.3_noeos: not an ND candidate of this run (a0.5); name one of them"),
+            (["--baselines", "ablations", "--ablate", "a0.7"],
+             "--ablate a0.7: not an ND candidate of this run (a0.5, a0.3, a0.5_noeos, a0.3_noeos)"),
+            (["--baselines", "ablations", "--ablation-seeds", "2"], "--ablation-seeds 2: each must be one of --seeds (1)"),
+            (["--recipe", "paper", "--baselines", "paper"], "--baselines paper: under --recipe paper")):
+        proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path / "w", *args], check=False)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    assert not (tmp_path / "w").exists()
 
 
 def test_candidates_are_the_alphas_then_the_named_ones():
@@ -86,6 +105,13 @@ def test_candidates_are_the_alphas_then_the_named_ones():
     r = recipe.Recipe.__new__(recipe.Recipe)
     assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (α 0.3, no </s>)" and r.label("nd_x") == "ND (x)"
     assert r.label("nd_paper") == "ND, paper recipe" and r.label("control") == "MLE control"
+    assert [r.label(s) for s in ("ul", "nt", "face")] == ["UL", "NT", "FACE"]
+    assert r.label("nd_a0.3_noeos_no_pred") == "ND (α 0.3, no </s>) w/o L_pred"
+    assert r.label("nd_paper_no_hid") == "ND, paper recipe w/o L_hid"
+    # the README main job has no baselines; the ablations default to the first seed and to a0.3_noeos
+    assert recipe.parse_args([]).baselines == []
+    a = recipe.parse_args(["--seeds", "2", "3", "--baselines", "ablations", "nt", "nt"])
+    assert a.ablation_seeds == [2] and a.ablate == "nd_a0.3_noeos" and a.baselines == ["ablations", "nt"]
 
 
 def test_sigterm_stops_the_runs_and_a_rerun_resumes(tmp_path):
@@ -107,3 +133,62 @@ def test_sigterm_stops_the_runs_and_a_rerun_resumes(tmp_path):
     left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.split()
     assert left == [], left
     os.killpg(proc.pid, signal.SIGKILL) if left else None
+
+
+def commands(log) -> list:
+    return [line for line in log.read_text().splitlines() if line.startswith("$ ")]
+
+
+def test_baselines_added_to_a_finished_run_train_only_themselves(recommended, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(recommended[0], work)
+    logs = work / "logs"
+    before = {p.name: len(commands(p)) for p in logs.glob("*.log")}
+    proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", work, *TINY, "--modes", "greedy",
+                    "--baselines", "ul", "nt", "face", "paper", "ablations", "--ablate", "a0.3"], timeout=900)
+    # nothing of the finished run was trained or decoded again
+    for name, n in before.items():
+        if not name.startswith("prepare") and not name.startswith("preprocess"):
+            assert len(commands(logs / name)) == n, name
+    std = str(work / "checkpoints" / "standard.s1" / "checkpoint_best.pt")
+    teacher = str(work / "checkpoints" / "teacher.s1" / "checkpoint_best.pt")
+    # UL, NT and FACE: the control's second phase (4 updates from Standard's checkpoint) with their criterion
+    for system, criterion in (("ul", "unlikelihood_dialog"), ("nt", "negative_training"), ("face", "face")):
+        [cmd] = commands(logs / f"{system}.s1.train.log")
+        assert f"--criterion {criterion} --label-smoothing 0.1" in cmd and f"--finetune-from-model {std}" in cmd
+        assert "--max-update 4 " in cmd and "--lr-scheduler fixed" in cmd
+        assert f"loading pretrained model from {std}" in (logs / f"{system}.s1.train.log").read_text()
+        assert f"checkpoints/{system}.s1/checkpoint_last.pt" in commands(logs / f"{system}.s1.generate.log")[0]
+    # the paper-recipe student: from scratch, progressive α, 12 updates, read at its best checkpoint
+    [cmd] = commands(logs / "nd_paper.s1.train.log")
+    assert "--criterion negative_distillation" in cmd and "--alpha-lambda 4 --alpha-gamma 6" in cmd
+    assert "--finetune-from-model" not in cmd and "--max-update 12 " in cmd and teacher in cmd
+    assert "checkpoints/nd_paper.s1/checkpoint_best.pt" in commands(logs / "nd_paper.s1.generate.log")[0]
+    # the ablations: the α 0.3 candidate's run with one loss left out each
+    [nd_cmd] = commands(logs / "nd_a0.3.s1.train.log")
+    for suffix, flag in (("no_pred", "--no-pred-loss"), ("no_att", "--no-att-loss"), ("no_hid", "--no-hid-loss")):
+        [cmd] = commands(logs / f"nd_a0.3_{suffix}.s1.train.log")
+        assert f" {flag} " in cmd and f"--finetune-from-model {std}" in cmd and "--fixed-alpha 0.3" in cmd
+        assert cmd.replace(f" {flag} ", " ").replace(f"nd_a0.3_{suffix}.s1", "nd_a0.3.s1") == \
+            nd_cmd.replace(str(recommended[0]), str(work))
+    baselines = ["ul", "nt", "face", "nd_paper", "nd_a0.3_no_pred", "nd_a0.3_no_att", "nd_a0.3_no_hid"]
+    for system in baselines:  # decoded on the validation and the test set
+        assert (work / "generate" / f"{system}.s1.greedy.valid.txt").exists()
+        assert (work / "generate" / f"{system}.s1.greedy.test.txt").exists()
+    # never candidates: the choice and the systems it shows are those of the run without baselines
+    greedy = json.loads((work / "results.json").read_text())["modes"]["greedy"]
+    first = json.loads((recommended[0] / "results.json").read_text())["modes"]["greedy"]
+    assert set(greedy["selection"]["candidates"]) == {"nd_a0.5", "nd_a0.3"}
+    assert greedy["selection"]["chosen"] == first["selection"]["chosen"] and greedy["shown"] == first["shown"]
+    assert list(greedy["test"]) == [*first["shown"], *baselines] and greedy["baselines"] == baselines
+    assert greedy["test"]["standard"] == first["test"]["standard"]
+    assert set(greedy["baselines_valid"]) == set(baselines)
+    assert greedy["verdict"] == first["verdict"]
+    # the Table-3 block: the ND row, then one row per baseline
+    md = (work / "results.md").read_text()
+    labels = ["UL", "NT", "FACE", "ND, paper recipe", "ND (α 0.3) w/o L_pred", "ND (α 0.3) w/o L_att",
+              "ND (α 0.3) w/o L_hid"]
+    rows = [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == ["Standard", "MLE control", rows[3], *labels]
+    assert "Against the baselines (greedy): ND (α" in proc.stdout and "vs UL: Dist-2" in proc.stdout
+    assert "vs ND (α 0.3) w/o L_hid: Dist-2" in proc.stdout
