@@ -34,9 +34,9 @@ SIZES = {
 CONFIGS = {
     "mle": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
     "nd": ["--criterion", "negative_distillation"],
-    "nd_no_pred": ["--criterion", "negative_distillation", "--no-pred-loss"],
-    "nd_no_hid": ["--criterion", "negative_distillation", "--no-hid-loss"],
-    "nd_no_att": ["--criterion", "negative_distillation", "--no-att-loss"],
+    "nd_no_pred": ["--criterion", "negative_distillation", "--nd-no-pred-loss"],
+    "nd_no_hid": ["--criterion", "negative_distillation", "--nd-no-hid-loss"],
+    "nd_no_att": ["--criterion", "negative_distillation", "--nd-no-att-loss"],
     "nd_compiled": ["--criterion", "negative_distillation", "--nd-compile"],
 }
 
@@ -65,7 +65,7 @@ def build(size, config, data_dir, teacher, device, precision):
             "--source-lang", "query", "--target-lang", "response", *model_args(size), *CONFIGS[config],
             "--optimizer", "adam", "--lr", "1e-4", "--alpha-gamma", "0", "--alpha-lambda", "2"]
     if config != "mle":
-        argv += ["--teacher-path", teacher]
+        argv += ["--nd-teacher-path", teacher]
     parser = options.get_training_parser()
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
     task = tasks.setup_task(cfg.task)

@@ -57,7 +57,7 @@ def main(argv=None):
     p.add_argument("extra", nargs="*", help="more fairseq-train options, after --")
     args = p.parse_args(argv)
     configs = {"mle": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
-               "nd": ["--criterion", "negative_distillation", "--teacher-path", args.teacher]}
+               "nd": ["--criterion", "negative_distillation", "--nd-teacher-path", args.teacher]}
     ups = {c: [] for c in configs}
     per_round = []
     loads = []

@@ -63,7 +63,7 @@ def part_components(args):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     argv = [args.data, "--user-dir", USER_DIR, "--task", "negative_distillation", "--arch", args.arch,
-            *shlex.split(args.model_args), *NO_DROPOUT, *ND, "--teacher-path", args.teacher, "--optimizer", "adam", "--lr", "1e-4"]
+            *shlex.split(args.model_args), *NO_DROPOUT, *ND, "--nd-teacher-path", args.teacher, "--optimizer", "adam", "--lr", "1e-4"]
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
     task = tasks.setup_task(cfg.task)
     torch.manual_seed(1)
@@ -101,7 +101,7 @@ def part_train(args):
     """fairseq-train ND for ``--updates`` updates in ``--precision``: finite losses, loss scale alive."""
     flags = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "amp": ["--amp"]}[args.precision]
     cmd = [tool("fairseq-train"), args.data, "--user-dir", USER_DIR, "--task", "negative_distillation",
-           "--arch", args.arch, *shlex.split(args.model_args), *ND, "--teacher-path", args.teacher, "--optimizer", "adam", "--lr", "5e-4",
+           "--arch", args.arch, *shlex.split(args.model_args), *ND, "--nd-teacher-path", args.teacher, "--optimizer", "adam", "--lr", "5e-4",
            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(max(args.updates // 4, 1)),
            "--clip-norm", "1.0", "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates),
            "--log-format", "json", "--log-interval", str(max(args.updates // 20, 1)), "--no-progress-bar",

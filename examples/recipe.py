@@ -33,7 +33,7 @@ row of every Table-3 block; they are never candidates of the validation rule:
     ``--finetune-lr``, read at checkpoint_last), with their criterion and ``--label-smoothing 0.1``;
   ``paper``: the paper-recipe ND student from scratch (what ``--recipe paper`` trains);
   ``ablations``: the ND candidate named by ``--ablate`` (default ``a0.3_noeos`` at cpu scale) again
-    with ``--no-pred-loss``, ``--no-att-loss`` and ``--no-hid-loss`` (Table 5), on ``--ablation-seeds``
+    with ``--nd-no-pred-loss``, ``--nd-no-att-loss`` and ``--nd-no-hid-loss`` (Table 5), on ``--ablation-seeds``
     (default: the first seed); under ``--recipe paper`` the paper-recipe student is ablated.
 Adding ``--baselines`` to a finished ``--work`` trains and decodes only the new runs.
 
@@ -74,7 +74,7 @@ CPU_BASE = ["--encoder-normalize-before", "--decoder-normalize-before", "--share
 # validation set of seeds 2-3 by the rule (RESULTS.md §8.4)
 BASELINES = ["ul", "nt", "face", "paper", "ablations"]
 BASELINE_CRITERIA = {"ul": "unlikelihood_dialog", "nt": "negative_training", "face": "face"}
-ABLATIONS = {"no_pred": "--no-pred-loss", "no_att": "--no-att-loss", "no_hid": "--no-hid-loss"}
+ABLATIONS = {"no_pred": "--nd-no-pred-loss", "no_att": "--nd-no-att-loss", "no_hid": "--nd-no-hid-loss"}
 ABLATION_LABELS = {"no_pred": "L_pred", "no_att": "L_att", "no_hid": "L_hid"}
 NOEOS_CANDIDATES = {f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")}
 SCALES = {
@@ -149,7 +149,7 @@ class Recipe:
         # reuses it), so the students of all seeds learn from the same negative teacher
         teacher = f"teacher.s{a.teacher_seed}"
         teacher_ckpt = self.ckpt / teacher / "checkpoint_best.pt"
-        nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--teacher-path", teacher_ckpt]
+        nd = ["--criterion", "negative_distillation", "--label-smoothing", "0.1", "--nd-teacher-path", teacher_ckpt]
         out = [Run(teacher, "teacher", a.teacher_seed, "negative", ls, a.teacher_updates)]
         gamma = a.alpha_gamma if a.alpha_gamma is not None else a.updates // 2
         paper = nd + ["--alpha-lambda", a.alpha_lambda, "--alpha-gamma", gamma]

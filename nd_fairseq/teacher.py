@@ -128,11 +128,11 @@ class FrozenTeacher:
 
     def __init__(self, path: str, task):
         if not path:
-            raise InputError("--teacher-path is required: give the negative teacher's checkpoint "
+            raise InputError("--nd-teacher-path is required: give the negative teacher's checkpoint "
                              "(train it on the negative set, e.g. data-bin/negative)")
         if not os.path.isfile(path):
             raise InputError(f"teacher checkpoint {path} does not exist; train the negative teacher "
-                             f"first (fairseq-train data-bin/negative ...) or fix --teacher-path")
+                             f"first (fairseq-train data-bin/negative ...) or fix --nd-teacher-path")
         from .safe_load import install, load_checkpoint_to_cpu
 
         install()

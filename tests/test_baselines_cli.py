@@ -17,9 +17,9 @@ from nd_fairseq.safe_load import safe_globals
 
 # the window flags make every statistic act after one batch, so 4 updates exercise the whole loss
 BASELINES = {
-    "unlikelihood_dialog": (["--ul-window", "1", "--decode-max-len", "12"],
+    "unlikelihood_dialog": (["--ul-window", "1", "--ul-decode-max-len", "12"],
                             ("mle", "ul", "n_candidates", "ul_tokens")),
-    "negative_training": (["--nt-window", "1", "--decode-max-len", "12"],
+    "negative_training": (["--nt-window", "1", "--nt-decode-max-len", "12"],
                           ("mle", "neg", "n_neg", "max_ratio")),
     "face": ([], ("mle", "w_target", "w_max", "top_rf")),
 }

@@ -186,15 +186,17 @@ def test_output_tokens_stop_after_the_first_predicted_eos():
 def test_frequency_weighted_ce_by_hand():
     lprobs = _log([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]])
     weights = torch.tensor([2.0, 0.5, 0.5], dtype=torch.float64)
-    weighted, plain = frequency_weighted_ce(lprobs, torch.tensor([0, 1]), weights, 0.0, pad=2)
+    weighted, plain, nll = frequency_weighted_ce(lprobs, torch.tensor([0, 1]), weights, 0.0, pad=2)
     assert float(weighted) == pytest.approx(2 * math.log(2) - 0.5 * math.log(0.6))
     assert float(plain) == pytest.approx(math.log(2) - math.log(0.6))
-    weighted, _ = frequency_weighted_ce(lprobs, torch.tensor([0, 2]), weights, 0.0, pad=2)
+    assert float(nll) == pytest.approx(math.log(2) - math.log(0.6))  # ε = 0: the NLL itself
+    weighted, _, _ = frequency_weighted_ce(lprobs, torch.tensor([0, 2]), weights, 0.0, pad=2)
     assert float(weighted) == pytest.approx(2 * math.log(2))  # the padded position counts for nothing
     # label smoothing ε = .1 inside each term: (1 - ε - ε/2) nll + ε/2 · (-Σ_k log p_k)
-    weighted, _ = frequency_weighted_ce(lprobs[:1], torch.tensor([0]), weights, 0.1, pad=2)
+    weighted, _, nll = frequency_weighted_ce(lprobs[:1], torch.tensor([0]), weights, 0.1, pad=2)
     smooth = -(math.log(0.5) + 2 * math.log(0.25))
     assert float(weighted) == pytest.approx(2 * (0.85 * math.log(2) + 0.05 * smooth))
+    assert float(nll) == pytest.approx(math.log(2))  # the NLL has no smoothing
 
 
 def test_unit_weights_give_fairseq_label_smoothed_loss():
@@ -203,9 +205,10 @@ def test_unit_weights_give_fairseq_label_smoothed_loss():
     torch.manual_seed(0)
     lprobs = torch.log_softmax(torch.randn(7, 9, dtype=torch.float64), -1)
     target = torch.tensor([3, 4, PAD, 8, 0, PAD, 5])
-    ours, _ = frequency_weighted_ce(lprobs, target, torch.ones(9), 0.1, PAD)
-    ref, _ = label_smoothed_nll_loss(lprobs, target, 0.1, ignore_index=PAD)
+    ours, _, ours_nll = frequency_weighted_ce(lprobs, target, torch.ones(9), 0.1, PAD)
+    ref, ref_nll = label_smoothed_nll_loss(lprobs, target, 0.1, ignore_index=PAD)
     assert float(ours) == pytest.approx(float(ref))
+    assert float(ours_nll) == pytest.approx(float(ref_nll))
 
 
 # -- the running statistics are checkpoint material ------------------------------------------------

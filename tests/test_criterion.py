@@ -14,7 +14,7 @@ NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropou
 
 def student_argv(data_bin, teacher, *extra, model=TINY_MODEL):
     return [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation",
-            *model, *NO_DROPOUT, "--criterion", "negative_distillation", "--teacher-path", teacher,
+            *model, *NO_DROPOUT, "--criterion", "negative_distillation", "--nd-teacher-path", teacher,
             "--optimizer", "adam", "--lr", "1e-3", "--seed", "1", *extra]
 
 
@@ -27,7 +27,7 @@ def batch(data_bin, teacher_checkpoint):
 def test_hidden_state_distillation_step_lowers_similarity(data_bin, teacher_checkpoint, batch):
     torch.manual_seed(0)
     _, _, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--no-pred-loss", "--no-att-loss", "--fixed-alpha", "1.0"))
+        data_bin, teacher_checkpoint, "--nd-no-pred-loss", "--nd-no-att-loss", "--fixed-alpha", "1.0"))
     model.train()
     criterion.set_alpha(1.0)
     loss, sample_size, log = criterion(model, batch)
@@ -47,10 +47,10 @@ def test_hidden_state_distillation_step_lowers_similarity(data_bin, teacher_chec
 
 @pytest.mark.parametrize("flags, present", [
     ([], {"pred", "hid", "att"}),
-    (["--no-pred-loss"], {"hid", "att"}),
-    (["--no-att-loss"], {"pred", "hid"}),
-    (["--no-hid-loss"], {"pred", "att"}),
-    (["--no-pred-loss", "--no-hid-loss", "--no-att-loss"], set()),
+    (["--nd-no-pred-loss"], {"hid", "att"}),
+    (["--nd-no-att-loss"], {"pred", "hid"}),
+    (["--nd-no-hid-loss"], {"pred", "att"}),
+    (["--nd-no-pred-loss", "--nd-no-hid-loss", "--nd-no-att-loss"], set()),
 ])
 def test_ablation_flags_select_logged_components(data_bin, teacher_checkpoint, batch, flags, present):
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def test_teacher_is_frozen_and_off_the_books(data_bin, teacher_checkpoint, batch
 def test_soft_target_against_hand_assembled_soft_unlikelihood(data_bin, teacher_checkpoint, batch):
     """L_pred equals Eq. 6 assembled directly from the two models' distributions."""
     _, task, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--nd-temperature", "2"))
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-temperature", "2"))
     model.eval()
     with torch.no_grad():
         logits = model(**batch["net_input"])[0]
@@ -163,8 +163,8 @@ def test_soft_target_against_hand_assembled_soft_unlikelihood(data_bin, teacher_
 @pytest.mark.parametrize("target", ["soft", "hard"])
 def test_skip_eos_removes_end_of_sentence_from_the_negative_targets(data_bin, teacher_checkpoint, batch, target):
     _, task, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--nd-pred-skip-eos",
-        "--negative-target", target))
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-pred-skip-eos",
+        "--nd-negative-target", target))
     eos = task.target_dictionary.eos()
     model.eval()
     with torch.no_grad():
@@ -240,12 +240,12 @@ def _negatives_file(path, n, texts):
 
 
 def test_external_negatives_are_pushed_down(data_bin, teacher_checkpoint, chitchat_text, tmp_path, batch):
-    """--external-negatives-weight: training on the unlikelihood term lowers the negatives' likelihood."""
+    """--nd-external-negatives-weight: training on the unlikelihood term lowers the negatives' likelihood."""
     n = len((chitchat_text / "train.query").read_text().splitlines())
     negatives = _negatives_file(tmp_path / "neg.jsonl", n, ["i don't know .", "yeah , i do n't know"])
     torch.manual_seed(0)
     _, task, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--external-negatives", negatives, "--external-negatives-weight", "1",
+        data_bin, teacher_checkpoint, "--external-negatives", negatives, "--nd-external-negatives-weight", "1",
         "--fixed-alpha", "0"))
     model.train()
     criterion.set_alpha(0.0)
@@ -280,9 +280,9 @@ def test_external_negatives_misaligned_file_is_refused(data_bin, teacher_checkpo
 
 
 @pytest.mark.parametrize("flags, term", [
-    (["--no-pred-loss", "--no-hid-loss", "--nd-attention", "probs"], "att"),
-    (["--no-pred-loss", "--no-hid-loss", "--nd-attention", "standardized"], "att"),
-    (["--no-pred-loss", "--no-att-loss", "--nd-hidden", "normalized"], "hid"),
+    (["--nd-no-pred-loss", "--nd-no-hid-loss", "--nd-attention", "probs"], "att"),
+    (["--nd-no-pred-loss", "--nd-no-hid-loss", "--nd-attention", "standardized"], "att"),
+    (["--nd-no-pred-loss", "--nd-no-att-loss", "--nd-hidden", "normalized"], "hid"),
 ])
 def test_feature_variants(data_bin, teacher_checkpoint, batch, flags, term):
     torch.manual_seed(0)
@@ -303,7 +303,7 @@ def test_every_negative_target_trains_a_step(data_bin, teacher_checkpoint, batch
     # from the teacher's inference mode and are saved by autograd as an index
     torch.manual_seed(0)
     _, _, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--no-hid-loss", "--no-att-loss", "--negative-target", target,
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-negative-target", target,
         *(["--negative-data", data_bin / "negative"] if target == "random" else [])))
     model.train()
     criterion.set_alpha(1.0)

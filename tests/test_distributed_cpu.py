@@ -19,7 +19,7 @@ def _records(path):
 
 def _args(data_bin, teacher, save_dir):
     return [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation", *TINY_MODEL,
-            *NO_DROPOUT, "--cpu", "--criterion", "negative_distillation", "--teacher-path", teacher,
+            *NO_DROPOUT, "--cpu", "--criterion", "negative_distillation", "--nd-teacher-path", teacher,
             "--alpha-gamma", "1", "--alpha-lambda", "2", "--optimizer", "adam", "--lr", "1e-3",
             "--max-tokens", "600", "--max-update", "3", "--seed", "7", "--save-dir", save_dir,
             "--no-progress-bar", "--log-interval", "1", "--disable-validation", "--no-save",

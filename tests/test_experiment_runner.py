@@ -48,7 +48,7 @@ def test_nd_init_standard_fine_tunes_each_seed_from_its_standard_run(runner, tmp
         # fine-tunes are decoded at their last update, from-scratch runs at the best validation loss
         assert exp.checkpoint(nd).name == "checkpoint_last.pt"
     assert exp.checkpoint(jobs["standard.s1"]).name == "checkpoint_best.pt"
-    assert "--no-att-loss" in [str(a) for a in jobs["nd_no_att.s1"].args] and "nd_no_att.s2" not in jobs
+    assert "--nd-no-att-loss" in [str(a) for a in jobs["nd_no_att.s1"].args] and "nd_no_att.s2" not in jobs
 
 
 def test_variants_belong_to_their_experiment(runner, tmp_path):

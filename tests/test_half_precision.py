@@ -28,15 +28,15 @@ NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropou
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 DTYPES = [torch.bfloat16, torch.float16]
 BASELINES = {
-    "unlikelihood_dialog": (["--ul-window", "1", "--decode-max-len", "12"], ("mle",), ("ul",)),
-    "negative_training": (["--nt-window", "1", "--decode-max-len", "12"], ("mle",), ("neg",)),
+    "unlikelihood_dialog": (["--ul-window", "1", "--ul-decode-max-len", "12"], ("mle",), ("ul",)),
+    "negative_training": (["--nt-window", "1", "--nt-decode-max-len", "12"], ("mle",), ("neg",)),
     "face": ([], ("mle", "loss"), ("face_w_max", "face_w_target_sum")),
 }
 
 
 def nd_argv(data_bin, teacher, *extra):
     return [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation", *TINY_MODEL,
-            *NO_DROPOUT, "--criterion", "negative_distillation", "--teacher-path", teacher,
+            *NO_DROPOUT, "--criterion", "negative_distillation", "--nd-teacher-path", teacher,
             "--optimizer", "adam", "--lr", "1e-3", "--seed", "1", *extra]
 
 
@@ -129,7 +129,7 @@ def test_attention_capture_and_mrse_do_not_overflow_with_fp16_score_ranges(data_
                                                                            dtype):
     """Scores of ±60 (the range fp16 training reaches; 60² and 120² would overflow fp16's squares
     beyond 255): the captured scores, L_att and L_hid stay finite and equal float32's."""
-    argv = nd_argv(data_bin, teacher_checkpoint, "--no-pred-loss")
+    argv = nd_argv(data_bin, teacher_checkpoint, "--nd-no-pred-loss")
 
     def scaled(dtype):
         task, model, criterion = build(argv, torch.float32)
@@ -213,7 +213,7 @@ def test_fairseq_train_refuses_half_precision_on_cpu(data_bin, teacher_checkpoin
     if torch.cuda.is_available():
         pytest.skip("a CUDA build: fairseq's half-precision trainers run (benchmarks/gpu_check.sh)")
     proc = run_cli(["fairseq-train", data_bin / "full", *TRAIN_COMMON, *TINY_MODEL, "--cpu", flag,
-                    "--criterion", "negative_distillation", "--teacher-path", teacher_checkpoint,
+                    "--criterion", "negative_distillation", "--nd-teacher-path", teacher_checkpoint,
                     "--max-update", "2", "--no-save", "--disable-validation", "--save-dir", tmp_path],
                    check=False, timeout=300)
     assert proc.returncode != 0

@@ -7,10 +7,14 @@ import torch
 
 from nd_fairseq.losses import (
     alpha_at,
+    attention_loss,
     hard_unlikelihood,
+    hidden_state_loss,
     log1mexp,
     mean_alpha,
     mrse,
+    negative_distillation_loss,
+    self_attention_mask,
     soft_unlikelihood,
     temperature_log_softmax,
 )
@@ -237,3 +241,63 @@ def test_normalize_features_by_hand():
     assert torch.allclose(out[0], torch.tensor([-1 / s, 0.0, 1 / s]), atol=1e-4)
     assert torch.allclose(out[1], torch.zeros(3), atol=1e-4)
     assert torch.allclose(normalize_features(x * 5 + 2), out, atol=1e-4)  # scale- and shift-free
+
+
+# --- the masks, L_hid (Eq. 9), L_att (Eq. 10-12), the total (Eq. 13) ----------------------------
+
+
+def test_self_attention_mask_by_hand():
+    positions = torch.tensor([[True, True, False]])
+    mask = self_attention_mask(positions)
+    assert mask.shape == (1, 1, 3, 3)
+    assert mask[0, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+
+
+def test_hidden_state_loss_by_hand():
+    # two layers, T = 2, B = 1, C = 1; only the first position is real
+    student = [torch.tensor([[[0.0]], [[1.0]]]), torch.tensor([[[2.0]], [[5.0]]])]
+    teacher = [torch.tensor([[[1.0]], [[1.0]]]), torch.tensor([[[2.0]], [[0.0]]])]
+    positions = torch.tensor([[True, False]])
+    assert float(hidden_state_loss(student, teacher, positions)) == pytest.approx(math.exp(-1) + 1.0, rel=1e-6)
+    both = torch.tensor([[True, True]])
+    by_hand = (math.exp(-1) + 1.0) / 2 + (1.0 + math.exp(-25)) / 2
+    assert float(hidden_state_loss(student, teacher, both)) == pytest.approx(by_hand, rel=1e-6)
+    # normalised over C = 1 every feature is 0: each layer's MRSE is 1
+    assert float(hidden_state_loss(student, teacher, both, normalized=True)) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_attention_loss_by_hand():
+    # one layer, B = 1, H = 1, T = 2: scores (B * H, T, T)
+    student = [torch.tensor([[[0.0, 9.0], [1.0, 2.0]]])]
+    teacher = [torch.tensor([[[1.0, -5.0], [1.0, 0.0]]])]
+    both = torch.tensor([[True, True]])
+    # allowed (query, key): (0, 0), (1, 0), (1, 1); the future (0, 1) is out
+    by_hand = (math.exp(-1) + 1.0 + math.exp(-4)) / 3
+    assert float(attention_loss(student, teacher, both)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(attention_loss(student, teacher, torch.tensor([[True, False]]))) == pytest.approx(math.exp(-1))
+    # probs: row 0 has one key (1 = 1), row 1 compares two softmaxes
+    s1 = [math.exp(1) / (math.exp(1) + math.exp(2)), math.exp(2) / (math.exp(1) + math.exp(2))]
+    t1 = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]
+    by_hand = (1.0 + math.exp(-(s1[0] - t1[0]) ** 2) + math.exp(-(s1[1] - t1[1]) ** 2)) / 3
+    assert float(attention_loss(student, teacher, both, "probs")) == pytest.approx(by_hand, rel=1e-6)
+    # standardized: the one-key row drops out; row 1 is [-1, 1] against [1, -1]
+    assert float(attention_loss(student, teacher, both, "standardized")) == pytest.approx(math.exp(-4), rel=1e-4)
+    with pytest.raises(RuntimeError, match="1 student and 2 teacher attention layers"):
+        attention_loss(student, teacher * 2, both)
+
+
+def test_negative_distillation_loss_by_hand():
+    mle = torch.tensor(2.0)
+    terms = {"pred": torch.tensor(0.1), "hid": torch.tensor(1.5), "att": torch.tensor(0.5)}
+    # (1 - α) L_mle + α (w L_pred + L_hid + L_att)
+    assert float(negative_distillation_loss(mle, terms, 0.3, 10.0)) == pytest.approx(0.7 * 2 + 0.3 * (1 + 1.5 + 0.5))
+    assert float(negative_distillation_loss(mle, terms, 0.3)) == pytest.approx(0.7 * 2 + 0.3 * 2.1)
+    assert float(negative_distillation_loss(mle, {}, 0.3)) == pytest.approx(0.7 * 2)
+
+
+def test_hard_unlikelihood_weights_each_position():
+    lprobs = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    total = hard_unlikelihood(lprobs, torch.tensor([0, 0]), weights=torch.tensor([2.0, 0.5]))
+    assert float(total) == pytest.approx(-(2 * math.log(0.5) + 0.5 * math.log(0.1)), rel=1e-6)
+    masked = hard_unlikelihood(lprobs, torch.tensor([0, 0]), torch.tensor([False, True]), torch.tensor([2.0, 0.5]))
+    assert float(masked) == pytest.approx(-0.5 * math.log(0.1), rel=1e-6)

@@ -175,8 +175,8 @@ def test_criterion_default_path_equals_the_composed_formula_by_autograd(data_bin
 
     argv = [data_bin / "full", "--user-dir", USER_DIR, "--task", "negative_distillation", *TINY_MODEL,
             "--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0",
-            "--criterion", "negative_distillation", "--teacher-path", teacher_checkpoint,
-            "--no-hid-loss", "--no-att-loss", "--optimizer", "adam", "--lr", "1e-3"]
+            "--criterion", "negative_distillation", "--nd-teacher-path", teacher_checkpoint,
+            "--nd-no-hid-loss", "--nd-no-att-loss", "--optimizer", "adam", "--lr", "1e-3"]
     torch.manual_seed(0)
     _, task, model, criterion = build_training(argv)
     assert criterion.shares_lprobs

@@ -89,7 +89,7 @@ def test_student_trains_generates_and_outlives_its_teacher(data_bin, teacher_che
     teacher = tmp_path / "teacher.pt"
     shutil.copy(teacher_checkpoint, teacher)
     save = tmp_path / "student"
-    proc = _train(data_bin / "full", save, "--criterion", "negative_distillation", "--teacher-path", teacher,
+    proc = _train(data_bin / "full", save, "--criterion", "negative_distillation", "--nd-teacher-path", teacher,
                   "--alpha-gamma", "3", "--max-valid-steps", "2", "--no-epoch-checkpoints", updates=6)
     inner = _json_records(proc.stderr + proc.stdout, "train_inner")
     assert len(inner) == 6
@@ -112,7 +112,7 @@ def test_student_trains_generates_and_outlives_its_teacher(data_bin, teacher_che
 
 
 def test_resume_continues_the_alpha_schedule(data_bin, teacher_checkpoint, tmp_path):
-    common = ["--criterion", "negative_distillation", "--teacher-path", teacher_checkpoint,
+    common = ["--criterion", "negative_distillation", "--nd-teacher-path", teacher_checkpoint,
               "--alpha-gamma", "4", "--alpha-lambda", "2", "--disable-validation", "--no-epoch-checkpoints",
               "--save-interval-updates", "3"]
     straight = _train(data_bin / "full", tmp_path / "a", *common, updates=6)

@@ -166,7 +166,7 @@ def test_baselines_added_to_a_finished_run_train_only_themselves(recommended, tm
     assert "checkpoints/nd_paper.s1/checkpoint_best.pt" in commands(logs / "nd_paper.s1.generate.log")[0]
     # the ablations: the α 0.3 candidate's run with one loss left out each
     [nd_cmd] = commands(logs / "nd_a0.3.s1.train.log")
-    for suffix, flag in (("no_pred", "--no-pred-loss"), ("no_att", "--no-att-loss"), ("no_hid", "--no-hid-loss")):
+    for suffix, flag in (("no_pred", "--nd-no-pred-loss"), ("no_att", "--nd-no-att-loss"), ("no_hid", "--nd-no-hid-loss")):
         [cmd] = commands(logs / f"nd_a0.3_{suffix}.s1.train.log")
         assert f" {flag} " in cmd and f"--finetune-from-model {std}" in cmd and "--fixed-alpha 0.3" in cmd
         assert cmd.replace(f" {flag} ", " ").replace(f"nd_a0.3_{suffix}.s1", "nd_a0.3.s1") == \

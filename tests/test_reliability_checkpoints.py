@@ -107,8 +107,8 @@ def test_training_refuses_hostile_resume_restore_finetune_and_teacher_files(data
                            "checkpoint"),
         "--finetune-from-model": (_train_args(data_bin / "negative", tmp_path / "f", "--finetune-from-model", bad),
                                   bad, "checkpoint"),
-        "--teacher-path": ([*_train_args(data_bin / "full", tmp_path / "t"), "--criterion", "negative_distillation",
-                            "--teacher-path", bad], bad, "teacher checkpoint"),
+        "--nd-teacher-path": ([*_train_args(data_bin / "full", tmp_path / "t"), "--criterion", "negative_distillation",
+                            "--nd-teacher-path", bad], bad, "teacher checkpoint"),
     }
     for name, (args, path, what) in cases.items():
         proc = run_cli(args, check=False, env={FORCE_UNSAFE: "1"})
@@ -233,7 +233,7 @@ def test_truncated_or_damaged_teacher_restore_and_generate_files_are_one_line_er
     files = _damaged_files(teacher_checkpoint, tmp_path)
     for name, (path, cause) in files.items():
         proc = run_cli([*_train_args(data_bin / "full", tmp_path / "t"), "--criterion", "negative_distillation",
-                        "--teacher-path", path], check=False)
+                        "--nd-teacher-path", path], check=False)
         _assert_one_line_error(proc, f"fairseq-train: error: teacher checkpoint {path} {cause}")
     path, cause = files["truncated"]
     for option in ("--restore-file", "--finetune-from-model"):
@@ -304,6 +304,6 @@ def test_a_bad_teacher_in_spawned_distributed_workers_is_one_line_too(data_bin, 
     text = tmp_path / "teacher.pt"
     text.write_text("not a checkpoint\n")
     proc = run_cli([*_train_args(data_bin / "full", tmp_path / "t"), "--cpu", "--distributed-world-size", "2",
-                    "--criterion", "negative_distillation", "--teacher-path", text], check=False)
+                    "--criterion", "negative_distillation", "--nd-teacher-path", text], check=False)
     _assert_one_line_error(proc, f"fairseq-train: error: teacher checkpoint {text} is a text file (it starts "
                                  f"'not a checkpoint'), not a checkpoint; give a .pt file written by fairseq-train")

@@ -99,7 +99,7 @@ def test_stock_translation_teacher_with_another_dictionary_of_the_same_size_is_r
     task_cfg = torch.load(teacher, weights_only=False)["cfg"]["task"]
     assert task_cfg["_name"] == "translation" and task_cfg["source_lang"] is None  # inferred, not recorded
     proc = run_cli(_student(data_bin / "full", tmp_path / "nd", "--criterion", "negative_distillation",
-                            "--teacher-path", teacher), check=False)
+                            "--nd-teacher-path", teacher), check=False)
     # symbols 0-3 are <s> <pad> </s> <unk>; the swapped pair is at 4 and 5
     first, second = swapped[1].split()[0], swapped[0].split()[0]
     _assert_one_line_error(proc, f"fairseq-train: error: teacher {teacher} was trained with a different source "
@@ -111,7 +111,7 @@ def test_stock_translation_teacher_with_another_dictionary_of_the_same_size_is_r
 def test_stock_translation_teacher_with_the_students_dictionary_is_checked_and_accepted(data_bin, tmp_path):
     teacher = _stock_teacher(data_bin / "negative", tmp_path / "teacher")
     proc = run_cli(_student(data_bin / "full", tmp_path / "nd", "--criterion", "negative_distillation",
-                            "--teacher-path", teacher, "--no-save"))
+                            "--nd-teacher-path", teacher, "--no-save"))
     assert "records no" not in proc.stdout + proc.stderr  # compared symbol by symbol, not only by size
 
 

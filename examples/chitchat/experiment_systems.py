@@ -83,7 +83,7 @@ class Catalogue:
         teacher_path = ckpt / teacher / "checkpoint_best.pt"
 
         def nd_job(system: str, seed: int, extra: List[str]) -> Job:
-            args = nd + extra + ["--teacher-path", teacher_path]
+            args = nd + extra + ["--nd-teacher-path", teacher_path]
             if from_standard:
                 # ND as a second phase of the Standard run (the progressive schedule's first half is
                 # MLE anyway, α(s) < 0.05 for s < γ/2); compare with standard_ft, same updates
@@ -97,8 +97,8 @@ class Catalogue:
         if "teacher_bottom" in want:
             out.append(Job(f"teacher_bottom.s{teacher_seed}", "teacher_bottom", teacher_seed, "bottom", ls,
                            a.teacher_updates))
-        variants = {"nd": [], "nd_no_pred": ["--no-pred-loss"], "nd_no_att": ["--no-att-loss"],
-                    "nd_no_hid": ["--no-hid-loss"]}
+        variants = {"nd": [], "nd_no_pred": ["--nd-no-pred-loss"], "nd_no_att": ["--nd-no-att-loss"],
+                    "nd_no_hid": ["--nd-no-hid-loss"]}
         for system, extra in variants.items():
             if system not in want:
                 continue

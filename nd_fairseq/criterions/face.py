@@ -25,23 +25,17 @@ reports the unweighted MLE loss.
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Tuple
 
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
-from .common import log_accuracy
-from ..io_utils import InputError
-from .negative_training import task_running_state
+from .base import DialogueCriterion, DialogueCriterionConfig, count_tokens, summed, task_running_state
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +73,18 @@ def output_tokens(predictions: Tensor, target: Tensor, eos: int, pad: int) -> Te
 
 
 def frequency_weighted_ce(lprobs: Tensor, target: Tensor, weights: Tensor, epsilon: float,
-                          pad: int) -> Tuple[Tensor, Tensor]:
+                          pad: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Pre-weighted (label-smoothed) cross-entropy: ``Σ_t w[y_t] · CE_t`` over non-pad targets.
 
     ``lprobs`` ``(N, V)``, ``target`` ``(N,)``, ``weights`` ``(V,)``. ``CE_t`` is fairseq's
-    label-smoothed term (plain cross-entropy with ``epsilon = 0``). Returns (weighted sum,
-    unweighted sum).
+    label-smoothed term (``label_smoothed_nll_loss`` per token; the plain cross-entropy with
+    ``epsilon = 0``). Returns (the weighted sum, the unweighted sum, the NLL sum).
     """
-    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(-1)
-    eps_i = epsilon / (lprobs.size(-1) - 1)
-    per_token = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    per_token, nll = label_smoothed_nll_loss(lprobs, target, epsilon, ignore_index=pad, reduce=False)
+    per_token, nll = per_token.squeeze(-1), nll.squeeze(-1)
     real = target.ne(pad)
-    per_token = per_token.masked_fill(~real, 0.0)
     w = weights.to(per_token.dtype)[target].masked_fill(~real, 0.0)
-    return (w * per_token).sum(), per_token.sum()
+    return (w * per_token).sum(), per_token.sum(), nll.sum()
 
 
 class TokenFrequency:
@@ -111,31 +102,26 @@ class TokenFrequency:
         return factory
 
     def add(self, tokens: Tensor) -> None:
-        self.state["counts"] += torch.bincount(tokens.reshape(-1).long().cpu(), minlength=self.vocab_size)
+        self.state["counts"] += count_tokens(tokens, self.vocab_size)
         self.state["batches"] += 1
 
 
 @dataclass
-class FaceCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    label_smoothing: float = field(
-        default=0.1, metadata={"help": "ε of the label smoothing inside each weighted CE term; 0.1 as "
-                                       "every system in the ND paper (0 = FACE's plain cross-entropy)"})
+class FaceCriterionConfig(DialogueCriterionConfig):
     face_frequency: FREQUENCY_SOURCES = field(
-        default="output", metadata={"help": "token frequencies from the model's outputs (the version "
-                                            "the ND paper used) or from the reference targets"})
+        default="output", metadata={"help": "token frequencies of the model's outputs (as the ND paper) or of "
+                                            "the reference targets"})
 
 
 @register_criterion("face", dataclass=FaceCriterionConfig)
-class FaceCriterion(LabelSmoothedCrossEntropyCriterion):
+class FaceCriterion(DialogueCriterion):
+    NAME = "face"
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  face_frequency="output"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        if ignore_prefix_size:
-            raise InputError("--criterion face does not support --ignore-prefix-size")
         self.frequency_source = str(face_frequency)
-        dictionary = task.target_dictionary
-        self.eos = dictionary.eos()
-        vocab = len(dictionary)
+        vocab = len(task.target_dictionary)
         self.frequency = TokenFrequency(task_running_state(task, STATE_KEY, TokenFrequency.empty_factory(vocab)),
                                         vocab)
         logger.info("FACE: %s frequency, pre-weight", self.frequency_source)
@@ -156,47 +142,28 @@ class FaceCriterion(LabelSmoothedCrossEntropyCriterion):
         self.frequency.add(counted)
         counts = self.frequency.state["counts"]
         weights = face_weights(counts).to(lprobs.device)
-        face_sum, mle_sum = frequency_weighted_ce(lprobs, target, weights, self.eps, pad)
-        nll_sum = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1).masked_fill(target.eq(pad), 0.0).sum()
+        face_sum, mle_sum, nll_sum = frequency_weighted_ce(lprobs, target, weights, self.eps, pad)
 
         ntokens = sample["ntokens"]
-        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
-        face = face_sum / ntokens
-        loss = face * sample_size
+        sample_size = self.sample_size(sample)
+        loss = face_sum / ntokens * sample_size
         real = target.ne(pad)
         total = counts.sum()
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_sum.data,
-            "ntokens": ntokens,
-            "nsentences": sample["target"].size(0),
-            "sample_size": sample_size,
-            "face_sample_size": sample_size,
-            "mle": (mle_sum / ntokens).data * sample_size,
-            "face_batches": 1,
-            "face_w_target_sum": float(weights[target[real]].sum()),
-            "face_targets": int(real.sum()),
-            "face_w_max": float(weights.max()),
-            "face_top_rf": float(counts.max() / total) if total > 0 else 0.0,
-        }
-        log_accuracy(self, logging_output, model, net_output, sample)
+        logging_output = self.training_log(
+            loss, nll_sum, mle_sum / ntokens, sample, sample_size, model, net_output, face_batches=1,
+            face_w_target_sum=float(weights[target[real]].sum()), face_targets=int(real.sum()),
+            face_w_max=float(weights.max()), face_top_rf=float(counts.max() / total) if total > 0 else 0.0)
         return loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        super().reduce_metrics(logging_outputs)
-        size = sum(log.get("face_sample_size", 0) for log in logging_outputs)
-        batches = sum(log.get("face_batches", 0) for log in logging_outputs)
-        if not size or not batches:
+        super().reduce_metrics(logging_outputs)  # mle: the unweighted label-smoothed CE, in bits
+        batches = summed(logging_outputs, "face_batches")
+        if not batches:
             return
-        mle = sum(log.get("mle", 0) for log in logging_outputs) / size / math.log(2)
-        metrics.log_scalar("mle", mle, size, round=4)  # unweighted label-smoothed CE, in bits
-        targets = sum(log.get("face_targets", 0) for log in logging_outputs)
+        targets = summed(logging_outputs, "face_targets")
         if targets:
             # mean weight of the target tokens: below 1 when the references use over-produced tokens
-            metrics.log_scalar("w_target", sum(log.get("face_w_target_sum", 0) for log in logging_outputs)
-                               / targets, targets, round=4)
-        metrics.log_scalar("w_max", sum(log.get("face_w_max", 0) for log in logging_outputs) / batches,
-                           batches, round=4)
-        metrics.log_scalar("top_rf", sum(log.get("face_top_rf", 0) for log in logging_outputs) / batches,
-                           batches, round=4)
+            metrics.log_scalar("w_target", summed(logging_outputs, "face_w_target_sum") / targets, targets, round=4)
+        metrics.log_scalar("w_max", summed(logging_outputs, "face_w_max") / batches, batches, round=4)
+        metrics.log_scalar("top_rf", summed(logging_outputs, "face_top_rf") / batches, batches, round=4)

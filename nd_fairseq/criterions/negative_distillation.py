@@ -6,10 +6,15 @@ Eq. 13 of Li et al. (NAACL 2022)::
 
 * ``L_mle``: label-smoothed cross-entropy (ε = 0.1);
 * ``L_pred``: soft unlikelihood of the student's distribution under the teacher's (Eq. 6-7,
-  temperature t on both);
-* ``L_hid^l``: MRSE of the output of decoder layer l, teacher vs student (Eq. 8-9);
+  temperature t on both; :func:`nd_fairseq.losses.soft_unlikelihood`);
+* ``L_hid^l``: MRSE of the output of decoder layer l, teacher vs student (Eq. 8-9;
+  :func:`nd_fairseq.losses.hidden_state_loss`);
 * ``L_att^l``: MRSE of decoder layer l's pre-softmax self-attention scores QKᵀ/√d_k, per head
-  (Eq. 10-12), over the positions the causal and padding masks leave.
+  (Eq. 10-12; :func:`nd_fairseq.losses.attention_loss`), over the positions the causal and
+  padding masks leave.
+
+The maths lives in :mod:`nd_fairseq.losses`; this module runs the two models, chooses the targets
+and wires their outputs to it (docs/method.md, §4-7, gives the decisions).
 
 Every term is at per-token scale (L_mle, L_pred averaged over real target tokens; each MRSE is a
 mean over its unmasked elements); the loss handed to fairseq is that total times ``sample_size``,
@@ -19,153 +24,120 @@ to select checkpoints.
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from fairseq import metrics
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-    label_smoothed_nll_loss,
-)
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum
+from omegaconf import II
 from torch import Tensor
 
-from .common import log_accuracy
 from ..decoding import forward_on
-from ..io_utils import InputError
 from ..losses import (
+    attention_loss,
+    decoder_position_mask,
     hard_unlikelihood,
+    hidden_state_loss,
     label_smoothed_nll_and_soft_unlikelihood,
-    mrse,
-    normalize_features,
+    negative_distillation_loss,
     soft_unlikelihood,
-    standardize_rows,
     temperature_log_softmax,
 )
 from ..models.capture import attention_scores_for
 from ..teacher import FrozenTeacher, check_architecture
+from .base import AUX_SIZE, DialogueCriterion, DialogueCriterionConfig, require
 
 logger = logging.getLogger(__name__)
 
 NEGATIVE_TARGETS = ChoiceEnum(["soft", "hard", "random"])
 ATTENTION_FEATURES = ChoiceEnum(["scores", "probs", "standardized"])
 HIDDEN_FEATURES = ChoiceEnum(["raw", "normalized"])
-COMPONENTS = ("mle", "pred", "hid", "att")
+# logged per token besides fairseq's loss and the base's mle
+LOGGED_TERMS = ("alpha", "pred", "hid", "att", "ext")
 
 
 @dataclass
-class NegativeDistillationCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    label_smoothing: float = field(
-        default=0.1, metadata={"help": "ε of the label-smoothed MLE term (the paper uses 0.1)"})
-    teacher_path: Optional[str] = field(
-        default=None, metadata={"help": "checkpoint of the negative teacher (same dictionary and "
-                                        "decoder shape as the student)"})
+class NegativeDistillationCriterionConfig(DialogueCriterionConfig):
+    nd_teacher_path: Optional[str] = field(
+        default=None, metadata={"help": "checkpoint of the frozen negative teacher (same dictionary and decoder "
+                                        "shape as the student)"})
     nd_temperature: float = field(
-        default=1.0, metadata={"help": "temperature t of the soft unlikelihood (Eq. 7), applied to "
-                                       "teacher and student"})
-    no_pred_loss: bool = field(default=False, metadata={"help": "drop L_pred (Table 5 ablation)"})
+        default=1.0, metadata={"help": "temperature t of L_pred (Eq. 7), on teacher and student"})
+    nd_no_pred_loss: bool = field(default=False, metadata={"help": "drop L_pred (Table 5 ablation)"})
+    nd_no_hid_loss: bool = field(default=False, metadata={"help": "drop L_hid (Table 5 ablation)"})
+    nd_no_att_loss: bool = field(default=False, metadata={"help": "drop L_att (Table 5 ablation)"})
     nd_pred_weight: float = field(
-        default=1.0, metadata={"help": "weight of L_pred inside the α-weighted sum of Eq. 13 (the paper: 1). "
-                                       "Per token, L_pred is ~100x smaller than L_mle on a trained model, so at "
-                                       "weight 1 it hardly moves the output layer; see RESULTS.md"})
-    no_hid_loss: bool = field(default=False, metadata={"help": "drop L_hid (Table 5 ablation)"})
-    no_att_loss: bool = field(default=False, metadata={"help": "drop L_att (Table 5 ablation)"})
+        default=1.0, metadata={"help": "weight of L_pred inside Eq. 13 (paper: 1; docs/method.md §7)"})
     nd_pred_skip_eos: bool = field(
-        default=False, metadata={"help": "do not treat end-of-sentence as a negative token in L_pred: the "
-                                         "teacher, trained on short generic replies, puts much of its mass on "
-                                         "</s>, and pushing the student off it lengthens replies into "
-                                         "repetition loops instead of changing their content; see RESULTS.md"})
-    negative_target: NEGATIVE_TARGETS = field(
-        default="soft", metadata={"help": "prediction-layer target (Table 9): soft = the teacher's "
-                                          "distributions; hard = one-hot of the teacher's greedy token at "
-                                          "each position; random = a response drawn from the negative set "
-                                          "(needs the task's --negative-data)"})
+        default=False, metadata={"help": "leave </s> out of the negative targets of L_pred (docs/method.md §11)"})
+    nd_negative_target: NEGATIVE_TARGETS = field(
+        default="soft", metadata={"help": "L_pred's target (Table 9): the teacher's distributions (soft), its "
+                                          "greedy tokens (hard), or a D_N response (random)"})
     nd_attention: ATTENTION_FEATURES = field(
-        default="scores", metadata={"help": "attention features for L_att: scores = pre-softmax QKᵀ/√d_k "
-                                            "(the paper, Eq. 10); probs = post-softmax weights; standardized = "
-                                            "the scores standardised per query over its allowed keys (scale-free "
-                                            "variant: raw scores can be pushed apart by scaling alone)"})
+        default="scores", metadata={"help": "L_att features: pre-softmax scores (paper), softmax probs, or "
+                                            "scores standardized per query (docs/method.md §11)"})
     nd_hidden: HIDDEN_FEATURES = field(
-        default="raw", metadata={"help": "hidden-state features for L_hid: raw = each decoder layer's output "
-                                         "(the paper, Eq. 9); normalized = that output layer-normalised without "
-                                         "affine parameters (scale-free variant: raw outputs can be pushed apart "
-                                         "by growing the layer-norm gains alone)"})
-    external_negatives_weight: float = field(
-        default=0.0, metadata={"help": "weight of token unlikelihood on externally supplied negative "
-                                       "responses of each query (e.g. PNEG's; the task's --external-negatives): "
-                                       "one is drawn per query and the student, teacher-forced on it, is "
-                                       "pushed off its tokens. Added to Eq. 13; 0 = off"})
+        default="raw", metadata={"help": "L_hid features: raw layer outputs (paper) or normalized without affine "
+                                         "parameters (docs/method.md §11)"})
+    nd_external_negatives_weight: float = field(
+        default=0.0, metadata={"help": "weight of token unlikelihood on the task's --external-negatives "
+                                       "(e.g. PNEG's), added to Eq. 13; 0 = off"})
     nd_compile: bool = field(
-        default=False, metadata={"help": "compute the soft unlikelihood with two torch.compile kernels instead "
-                                         "of the default eager sweep (the first update compiles, ~15-40 s; falls "
-                                         "back to the eager path with one warning where torch.compile cannot "
-                                         "build); measured on CPU no faster than the default, see "
-                                         "benchmarks/README.md"})
-    seed: int = field(default=1, metadata={"help": "seed for --negative-target random and external-negative draws"})
-
-
-def decoder_position_mask(prev_output_tokens: Tensor, pad: int) -> Tensor:
-    """(B, T) True where the decoder input is a real token."""
-    return prev_output_tokens.ne(pad)
-
-
-def self_attention_mask(position_mask: Tensor) -> Tensor:
-    """(B, 1, T, T) True where query i may attend to key j: j <= i, both real tokens."""
-    t = position_mask.size(1)
-    causal = torch.ones(t, t, dtype=torch.bool, device=position_mask.device).tril()
-    return (causal[None] & position_mask[:, :, None] & position_mask[:, None, :]).unsqueeze(1)
+        default=False, metadata={"help": "compute L_pred with torch.compile kernels (benchmarks/README.md)"})
+    # the draws of --nd-negative-target random and of the external negatives follow fairseq's --seed
+    seed: int = II("common.seed")
 
 
 @register_criterion("negative_distillation", dataclass=NegativeDistillationCriterionConfig)
-class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
+class NegativeDistillationCriterion(DialogueCriterion):
+    NAME = "negative_distillation"
+    SUPPORTS_IGNORE_PREFIX = True
+    FLAG_ALIASES = {"--teacher-path": "nd_teacher_path", "--no-pred-loss": "nd_no_pred_loss",
+                    "--no-hid-loss": "nd_no_hid_loss", "--no-att-loss": "nd_no_att_loss",
+                    "--negative-target": "nd_negative_target",
+                    "--external-negatives-weight": "nd_external_negatives_weight"}
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 teacher_path=None, nd_temperature=1.0, no_pred_loss=False, no_hid_loss=False,
-                 no_att_loss=False, nd_pred_weight=1.0, nd_pred_skip_eos=False,
-                 negative_target="soft", nd_attention="scores", nd_hidden="raw",
-                 external_negatives_weight=0.0,
-                 nd_compile=False, seed=1):
+                 nd_teacher_path=None, nd_temperature=1.0, nd_no_pred_loss=False, nd_no_hid_loss=False,
+                 nd_no_att_loss=False, nd_pred_weight=1.0, nd_pred_skip_eos=False, nd_negative_target="soft",
+                 nd_attention="scores", nd_hidden="raw", nd_external_negatives_weight=0.0, nd_compile=False,
+                 seed=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        if not hasattr(task, "alpha_at"):
-            raise InputError("--criterion negative_distillation needs --task negative_distillation "
-                             "(the task supplies the α schedule)")
-        if nd_temperature <= 0:
-            raise InputError(f"--nd-temperature {nd_temperature} must be > 0")
+        require(hasattr(task, "alpha_at"), "--criterion negative_distillation needs --task negative_distillation "
+                                           "(the task supplies the α schedule)")
+        require(nd_temperature > 0, f"--nd-temperature {nd_temperature} must be > 0")
+        require(nd_pred_weight >= 0, f"--nd-pred-weight must be >= 0, got {nd_pred_weight}")
+        require(nd_external_negatives_weight >= 0,
+                f"--nd-external-negatives-weight {nd_external_negatives_weight} must be >= 0")
         self.temperature = float(nd_temperature)
-        self.use_pred = not no_pred_loss
-        if nd_pred_weight < 0:
-            raise InputError(f"--nd-pred-weight must be >= 0, got {nd_pred_weight}")
+        self.use_pred = not nd_no_pred_loss
+        self.use_hid = not nd_no_hid_loss
+        self.use_att = not nd_no_att_loss
         self.pred_weight = float(nd_pred_weight)
         self.pred_skip_eos = bool(nd_pred_skip_eos)
-        self.eos_idx = task.target_dictionary.eos()
-        self.use_hid = not no_hid_loss
-        self.use_att = not no_att_loss
-        self.negative_target = str(negative_target)
+        self.negative_target = str(nd_negative_target)
         self.attention_features = str(nd_attention)
         self.hidden_features = str(nd_hidden)
         self.seed = seed
         self.compiled = bool(nd_compile)
-        if external_negatives_weight < 0:
-            raise InputError(f"--external-negatives-weight {external_negatives_weight} must be >= 0")
-        self.external_weight = float(external_negatives_weight)
+        self.external_weight = float(nd_external_negatives_weight)
         if self.external_weight > 0:
             task.external_negatives()  # fail at start-up on a missing or malformed file
         self.alpha = task.alpha_at(0)
         self.num_updates = 0
         self._draws = 0
-        self.teacher = FrozenTeacher(teacher_path, task)
+        self.teacher = FrozenTeacher(nd_teacher_path, task)
         self._checked = False
         student = getattr(task, "student_model", None)
         if student is not None:
-            check_architecture(self.teacher.model, student, teacher_path)
+            check_architecture(self.teacher.model, student, nd_teacher_path)
             self._checked = True
         if self.negative_target == "random" and self.use_pred:
             task.negative_responses()  # fail at start-up, not at the first update
         logger.info("negative distillation: teacher %s (trained %s updates), terms %s, target %s, t=%g",
-                    teacher_path, self.teacher.num_updates,
+                    nd_teacher_path, self.teacher.num_updates,
                     "+".join(n for n, on in (("pred", self.use_pred), ("hid", self.use_hid),
                                              ("att", self.use_att)) if on) or "none",
                     self.negative_target, self.temperature)
@@ -234,32 +206,18 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             mle_sum, nll_sum = label_smoothed_nll_loss(
                 lprobs[:, skip:].reshape(-1, lprobs.size(-1)), target[:, skip:].reshape(-1), self.eps,
                 ignore_index=self.padding_idx, reduce=True)
-        ntokens = sample["ntokens"]
-        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        sample_size = self.sample_size(sample)
         terms = self.distillation_terms(net_output, lprobs, target, teacher_output, teacher_targets,
                                         student_scores, teacher_scores, sample, pred_sum=pred_sum)
-        mle = mle_sum / ntokens
+        mle = mle_sum / sample["ntokens"]
         # components are logged unweighted; only L_pred carries a weight in the sum
-        negative = sum((self.pred_weight * v if k == "pred" else v for k, v in terms.items()), mle.new_zeros(()))
-        total = (1.0 - self.alpha) * mle + self.alpha * negative
-        loss = total * sample_size
-
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_sum.data,
-            "ntokens": ntokens,
-            "nsentences": sample["target"].size(0),
-            "sample_size": sample_size,
-            "nd_sample_size": sample_size,
-            "alpha": self.alpha * sample_size,
-            "mle": mle.data * sample_size,
-        }
-        for name, value in terms.items():
-            logging_output[name] = value.data * sample_size
+        loss = negative_distillation_loss(mle, terms, self.alpha, self.pred_weight) * sample_size
+        logging_output = self.training_log(loss, nll_sum, mle, sample, sample_size, model, net_output,
+                                           alpha=self.alpha * sample_size,
+                                           **{name: value.data * sample_size for name, value in terms.items()})
         if self.external_weight > 0:
             loss = loss + self._add_external(model, sample, sample_size, logging_output)
             logging_output["loss"] = loss.data
-        log_accuracy(self, logging_output, model, net_output, sample)
         return loss, sample_size, logging_output
 
     @property
@@ -293,7 +251,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         logits = logits.float()
         probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
         if self.pred_skip_eos:
-            probs[:, self.eos_idx] = 0.0
+            probs[:, self.eos] = 0.0
         return probs
 
     def _target_rows(self, target: Tensor) -> Tensor:
@@ -328,46 +286,27 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
                 student_rows = student_lp.reshape(-1, student_lp.size(-1)).index_select(0, rows)
                 terms["pred"] = soft_unlikelihood(student_rows, teacher_targets, compiled=self.compiled) / ntokens
             elif self.negative_target == "hard":
-                keep = target_mask & teacher_targets.ne(self.eos_idx) if self.pred_skip_eos else target_mask
+                keep = target_mask & teacher_targets.ne(self.eos) if self.pred_skip_eos else target_mask
                 terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, keep) / ntokens
             else:
                 negative, has = self._random_negatives(target)
                 if self.pred_skip_eos:
-                    has = has & negative.ne(self.eos_idx)
+                    has = has & negative.ne(self.eos)
                 terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask) / ntokens
 
         if self.use_hid:
             # inner_states: [embedding output, layer 1, ..., layer L], each T x B x C
-            s_states = torch.stack(net_output[1]["inner_states"][1:])
-            t_states = torch.stack(teacher_output[1]["inner_states"][1:])
-            if self.hidden_features == "normalized":
-                s_states, t_states = normalize_features(s_states), normalize_features(t_states)
-            mask = positions.t()[None, :, :, None]
-            terms["hid"] = mrse(s_states, t_states, mask, keep_leading=True).sum()
-
+            terms["hid"] = hidden_state_loss(net_output[1]["inner_states"][1:], teacher_output[1]["inner_states"][1:],
+                                             positions, normalized=self.hidden_features == "normalized")
         if self.use_att:
-            if len(student_scores) != len(teacher_scores) or not student_scores:
-                raise RuntimeError(f"captured {len(student_scores)} student and {len(teacher_scores)} "
-                                   f"teacher attention layers; expected one per decoder layer")
-            bsz, tgt_len = positions.shape
-            s_att = torch.stack(student_scores).view(len(student_scores), bsz, -1, tgt_len, tgt_len)
-            t_att = torch.stack(teacher_scores).view(len(teacher_scores), bsz, -1, tgt_len, tgt_len)
-            mask = self_attention_mask(positions)[None]  # 1, B, 1, T, T
-            if self.attention_features == "probs":
-                s_att = s_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
-                t_att = t_att.float().masked_fill(~mask, float("-inf")).softmax(-1)
-            elif self.attention_features == "standardized":
-                s_att, rows = standardize_rows(s_att, mask)
-                t_att, _ = standardize_rows(t_att, mask)
-                mask = rows
-            terms["att"] = mrse(s_att, t_att, mask, keep_leading=True).sum()
+            terms["att"] = attention_loss(student_scores, teacher_scores, positions, self.attention_features)
         return terms
 
     def _add_external(self, model, sample, sample_size, logging_output) -> Tensor:
         """W · token unlikelihood of one external negative per query (teacher-forced), × sample_size."""
         term, _ = self.external_negative_term(model, sample)
         logging_output["ext"] = term.data * sample_size
-        logging_output["nd_sample_size"] = sample_size
+        logging_output[AUX_SIZE] = sample_size
         return self.external_weight * term * sample_size
 
     def external_negative_term(self, model, sample) -> Tuple[Tensor, int]:
@@ -390,7 +329,7 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         if not rows:
             return sample["net_input"]["src_tokens"].new_zeros((), dtype=torch.float), 0
         device = sample["net_input"]["src_tokens"].device
-        pad, eos = self.padding_idx, self.eos_idx
+        pad, eos = self.padding_idx, self.eos
         target = data_utils.collate_tokens(picked, pad, eos).to(device)
         output = forward_on(model, sample, torch.tensor(rows, device=device), target, eos, pad)
         lprobs = model.get_normalized_probs(output, log_probs=True)
@@ -414,12 +353,4 @@ class NegativeDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        nd_size = sum(log.get("nd_sample_size", 0) for log in logging_outputs)
-        if not nd_size:
-            return
-        for name in ("alpha",) + COMPONENTS + ("ext",):
-            if any(name in log for log in logging_outputs):
-                value = sum(log.get(name, 0) for log in logging_outputs) / nd_size
-                if name == "mle":  # label-smoothed CE, in bits like fairseq's loss
-                    value = value / math.log(2)
-                metrics.log_scalar(name, value, nd_size, round=4)
+        cls.log_per_token(logging_outputs, LOGGED_TERMS)

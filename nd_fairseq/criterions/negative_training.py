@@ -28,44 +28,20 @@ is shared with ``unlikelihood_dialog``.
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
 from torch import Tensor
 
-from .common import log_accuracy
 from ..decoding import forward_on, greedy_decode
-from ..io_utils import InputError
+from .base import DialogueCriterion, DialogueCriterionConfig, require, summed, task_running_state
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "negative_training"
-
-
-# -- running statistics kept in the task (also used by unlikelihood_dialog and face) ------------
-
-def task_running_state(task, name: str, factory) -> dict:
-    """The criterion's running statistics: the task's persistent state if it offers one.
-
-    ``--task negative_distillation`` keeps the dict in its state, saves it in every checkpoint and
-    restores it in place on resume. Other tasks (e.g. ``translation``) get a plain dict: training
-    works, but the statistics restart from zero when a run is resumed.
-    """
-    getter = getattr(task, "persistent_state", None)
-    if getter is None:
-        logger.warning("task %s keeps no criterion state in checkpoints: the running statistics of "
-                       "%s restart from zero on resume (use --task negative_distillation)",
-                       type(task).__name__, name)
-        return factory()
-    return getter(name, factory)
 
 
 # -- NT maths -------------------------------------------------------------------------------------
@@ -144,46 +120,39 @@ class ResponseWindow:
 
 
 @dataclass
-class NegativeTrainingCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    label_smoothing: float = field(
-        default=0.1, metadata={"help": "ε of the label-smoothed positive (MLE) term; 0.1 as every "
-                                       "system in the ND paper (0 = the plain NLL of He & Glass)"})
-    frequency_threshold: float = field(
-        default=0.01, metadata={"help": "r_thres: a generated response whose share of the window "
-                                        "exceeds this is a negative example (ND paper: 1%)"})
-    lambda_pos: float = field(
-        default=1.0, metadata={"help": "λ_POS: weight of the positive MLE update (ND paper: 1)"})
+class NegativeTrainingCriterionConfig(DialogueCriterionConfig):
+    nt_frequency_threshold: float = field(
+        default=0.01, metadata={"help": "r_thres: a generated response above this share of the window is a "
+                                        "negative example (ND paper: 1%)"})
+    nt_lambda_pos: float = field(
+        default=1.0, metadata={"help": "λ_POS, weight of the positive MLE update (ND paper: 1)"})
     nt_window: int = field(
-        default=200, metadata={"help": "moving window of generated responses, in batches; negative "
-                                       "updates start once it is full (authors' code: 200)"})
+        default=200, metadata={"help": "window of generated responses, in batches; negative updates start once "
+                                       "it is full (authors' code: 200)"})
     nt_eos_weight: float = field(
-        default=0.1, metadata={"help": "scale of the EOS token's term in the negative update "
-                                       "(authors' code, FREQ_AVOID_SCAL = 0.1)"})
-    decode_max_len: int = field(
-        default=40, metadata={"help": "longest greedy response decoded during training, in tokens "
-                                      "before EOS (as fairseq-generate --max-len-b)"})
+        default=0.1, metadata={"help": "scale of </s>'s term in the negative update (authors' code: 0.1)"})
+    nt_decode_max_len: int = field(
+        default=40, metadata={"help": "longest greedy response decoded in training, tokens before </s>"})
 
 
 @register_criterion("negative_training", dataclass=NegativeTrainingCriterionConfig)
-class NegativeTrainingCriterion(LabelSmoothedCrossEntropyCriterion):
+class NegativeTrainingCriterion(DialogueCriterion):
+    NAME = "negative_training"
+    FLAG_ALIASES = {"--frequency-threshold": "nt_frequency_threshold", "--lambda-pos": "nt_lambda_pos",
+                    "--decode-max-len": "nt_decode_max_len"}
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 frequency_threshold=0.01, lambda_pos=1.0, nt_window=200, nt_eos_weight=0.1,
-                 decode_max_len=40):
+                 nt_frequency_threshold=0.01, nt_lambda_pos=1.0, nt_window=200, nt_eos_weight=0.1,
+                 nt_decode_max_len=40):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        if ignore_prefix_size:
-            raise InputError("--criterion negative_training does not support --ignore-prefix-size")
-        if not 0.0 <= frequency_threshold < 1.0:
-            raise InputError(f"--frequency-threshold {frequency_threshold} must lie in [0, 1)")
-        if nt_window < 1:
-            raise InputError(f"--nt-window {nt_window} must be >= 1 (batches)")
-        if decode_max_len < 1:
-            raise InputError(f"--decode-max-len {decode_max_len} must be >= 1")
-        self.threshold = float(frequency_threshold)
-        self.lambda_pos = float(lambda_pos)
+        require(0.0 <= nt_frequency_threshold < 1.0,
+                f"--nt-frequency-threshold {nt_frequency_threshold} must lie in [0, 1)")
+        require(nt_window >= 1, f"--nt-window {nt_window} must be >= 1 (batches)")
+        require(nt_decode_max_len >= 1, f"--nt-decode-max-len {nt_decode_max_len} must be >= 1")
+        self.threshold = float(nt_frequency_threshold)
+        self.lambda_pos = float(nt_lambda_pos)
         self.eos_weight = float(nt_eos_weight)
-        self.max_len = int(decode_max_len)
-        dictionary = task.target_dictionary
-        self.eos = dictionary.eos()
+        self.max_len = int(nt_decode_max_len)
         self.window = ResponseWindow(task_running_state(task, STATE_KEY, ResponseWindow.empty), int(nt_window))
         logger.info("negative training: r_thres %g, λ_POS %g, window %d batches, EOS weight %g",
                     self.threshold, self.lambda_pos, nt_window, self.eos_weight)
@@ -202,8 +171,7 @@ class NegativeTrainingCriterion(LabelSmoothedCrossEntropyCriterion):
 
         net_output = model(**net_input)
         mle_sum, nll_sum = self.compute_loss(model, net_output, sample, reduce=True)
-        ntokens = sample["ntokens"]
-        mle = mle_sum / ntokens
+        mle = mle_sum / sample["ntokens"]
         generated_tokens = int(responses.ne(self.padding_idx).sum())
         neg = mle.new_zeros(())
         rows = torch.tensor([i for i, n in enumerate(negative) if n], dtype=torch.long,
@@ -217,36 +185,19 @@ class NegativeTrainingCriterion(LabelSmoothedCrossEntropyCriterion):
             neg = negative_log_likelihood_term(lprobs, chosen, self.eos, self.padding_idx,
                                                self.eos_weight) / max(generated_tokens, 1)
 
-        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        sample_size = self.sample_size(sample)
         loss = (self.lambda_pos * mle + neg) * sample_size
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_sum.data,
-            "ntokens": ntokens,
-            "nsentences": sample["target"].size(0),
-            "sample_size": sample_size,
-            "nt_sample_size": sample_size,
-            "mle": mle.data * sample_size,
-            "neg": neg.data * sample_size,
-            "nt_batches": 1,
-            "n_neg": int(rows.numel()),
-            "max_ratio": self.window.ratio_of_most_frequent(),
-        }
-        log_accuracy(self, logging_output, model, net_output, sample)
+        logging_output = self.training_log(loss, nll_sum, mle, sample, sample_size, model, net_output,
+                                           neg=neg.data * sample_size, nt_batches=1, n_neg=int(rows.numel()),
+                                           max_ratio=self.window.ratio_of_most_frequent())
         return loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        size = sum(log.get("nt_sample_size", 0) for log in logging_outputs)
-        batches = sum(log.get("nt_batches", 0) for log in logging_outputs)
-        if not size or not batches:
+        batches = summed(logging_outputs, "nt_batches")
+        if not batches or not cls.log_per_token(logging_outputs, ["neg"]):
             return
-        mle = sum(log.get("mle", 0) for log in logging_outputs) / size / math.log(2)
-        metrics.log_scalar("mle", mle, size, round=4)  # label-smoothed CE, in bits like fairseq's loss
-        metrics.log_scalar("neg", sum(log.get("neg", 0) for log in logging_outputs) / size, size, round=4)
         # per batch: negative responses, and the share of the window's most frequent response
-        metrics.log_scalar("n_neg", sum(log.get("n_neg", 0) for log in logging_outputs) / batches,
-                           batches, round=2)
-        metrics.log_scalar("max_ratio", sum(log.get("max_ratio", 0) for log in logging_outputs) / batches,
-                           batches, round=4)
+        metrics.log_scalar("n_neg", summed(logging_outputs, "n_neg") / batches, batches, round=2)
+        metrics.log_scalar("max_ratio", summed(logging_outputs, "max_ratio") / batches, batches, round=4)

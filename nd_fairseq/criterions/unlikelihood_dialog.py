@@ -32,25 +32,18 @@ in every checkpoint, restored on resume. Validation reports the MLE loss only.
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion,
-    LabelSmoothedCrossEntropyCriterionConfig,
-)
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
-from .common import log_accuracy
-from ..io_utils import InputError
-from ..losses import log1mexp
 from ..decoding import forward_on, greedy_decode
-from .negative_training import task_running_state
+from ..losses import hard_unlikelihood
+from .base import DialogueCriterion, DialogueCriterionConfig, count_tokens, require, summed, task_running_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +73,19 @@ def vocabulary_penalty(model_counts: Tensor, human_counts: Tensor, threshold: fl
 
 def weighted_token_unlikelihood(lprobs: Tensor, tokens: Tensor, weights: Tensor,
                                 mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """Σ_t β(y_t) · -log(1 - p(y_t)) over the positions whose token has β > 0.
+    """Σ_t β(y_t) · -log(1 - p(y_t)) over the positions whose token has β > 0: Eq. 2 with β as the
+    per-position weight (:func:`nd_fairseq.losses.hard_unlikelihood`).
 
     ``lprobs`` ``(..., V)``, ``tokens`` ``(...)``, ``weights`` ``(V,)`` (β per vocabulary entry),
     ``mask`` ``(...)`` the real positions. Returns (the sum, the number of penalised positions, the
-    sum of their β). ``1 - p`` is floored at 1e-5 (:func:`nd_fairseq.losses.log1mexp`).
+    sum of their β).
     """
     beta = weights.to(lprobs.dtype)[tokens]
     penalised = beta > 0
     if mask is not None:
         penalised = penalised & mask
-    lp = lprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    per_position = (-log1mexp(lp) * beta).masked_fill(~penalised, 0.0)
-    return per_position.sum(), penalised.sum(), beta.masked_fill(~penalised, 0.0).sum()
+    total = hard_unlikelihood(lprobs, tokens, penalised, weights=beta)
+    return total, penalised.sum(), beta.masked_fill(~penalised, 0.0).sum()
 
 
 class TokenCounts:
@@ -118,13 +111,10 @@ class TokenCounts:
                     "history": [], "batches": 0}
         return factory
 
-    def _count(self, tokens: Tensor) -> Tensor:
-        return torch.bincount(tokens.reshape(-1).long().cpu(), minlength=self.vocab_size)
-
     def add(self, model_tokens: Tensor, human_tokens: Tensor) -> bool:
         """Count one batch; True once more than ``window`` batches were seen (UL applies then)."""
         s = self.state
-        m, h = self._count(model_tokens), self._count(human_tokens)
+        m, h = count_tokens(model_tokens, self.vocab_size), count_tokens(human_tokens, self.vocab_size)
         s["model"] += m
         s["human"] += h
         s["batches"] += 1
@@ -139,51 +129,39 @@ class TokenCounts:
 
 
 @dataclass
-class UnlikelihoodDialogCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    label_smoothing: float = field(
-        default=0.1, metadata={"help": "ε of the label-smoothed MLE term; 0.1 as every system in the "
-                                       "ND paper (0 = the plain NLL of Li et al.)"})
+class UnlikelihoodDialogCriterionConfig(DialogueCriterionConfig):
     ul_alpha: float = field(
-        default=1000.0, metadata={"help": "α_UL, weight of the unlikelihood term (ND paper searched "
-                                          "1, 10, 100, 1000 and chose 1000)"})
+        default=1000.0, metadata={"help": "α_UL, weight of the unlikelihood term (ND paper: 1000)"})
     ul_window: int = field(
-        default=32, metadata={"help": "running counts over the last N batches (ParlAI --queue-size); "
-                                      "unlikelihood starts after N batches"})
+        default=32, metadata={"help": "running counts over the last N batches; unlikelihood starts after N"})
     ul_cumulative: bool = field(
-        default=False, metadata={"help": "never drop old batches from the counts (what ParlAI's code "
-                                         "does in training mode); --ul-window then only sets the warm-up"})
+        default=False, metadata={"help": "never drop old batches from the counts (as ParlAI in training)"})
     ul_threshold: float = field(
-        default=1e-3, metadata={"help": "tokens with β(c) above this are candidates (ParlAI --threshold)"})
+        default=1e-3, metadata={"help": "tokens with β(c) above this are candidates"})
     ul_source: UL_SOURCES = field(
-        default="greedy", metadata={"help": "model tokens: greedy = the model's greedy responses to the "
-                                            "batch's queries (the paper); argmax = argmax predictions of "
-                                            "the gold-prefix forward pass (cheaper variant)"})
-    decode_max_len: int = field(
-        default=40, metadata={"help": "longest greedy response decoded during training, in tokens "
-                                      "before EOS (as fairseq-generate --max-len-b)"})
+        default="greedy", metadata={"help": "model tokens: greedy responses to the batch's queries (paper) or "
+                                            "argmax predictions of the gold-prefix pass"})
+    ul_decode_max_len: int = field(
+        default=40, metadata={"help": "longest greedy response decoded in training, tokens before </s>"})
 
 
 @register_criterion("unlikelihood_dialog", dataclass=UnlikelihoodDialogCriterionConfig)
-class UnlikelihoodDialogCriterion(LabelSmoothedCrossEntropyCriterion):
+class UnlikelihoodDialogCriterion(DialogueCriterion):
+    NAME = "unlikelihood_dialog"
+    FLAG_ALIASES = {"--decode-max-len": "ul_decode_max_len"}
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  ul_alpha=1000.0, ul_window=32, ul_cumulative=False, ul_threshold=1e-3,
-                 ul_source="greedy", decode_max_len=40):
+                 ul_source="greedy", ul_decode_max_len=40):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        if ignore_prefix_size:
-            raise InputError("--criterion unlikelihood_dialog does not support --ignore-prefix-size")
-        if ul_alpha < 0:
-            raise InputError(f"--ul-alpha {ul_alpha} must be >= 0")
-        if ul_window < 1:
-            raise InputError(f"--ul-window {ul_window} must be >= 1 (batches)")
-        if decode_max_len < 1:
-            raise InputError(f"--decode-max-len {decode_max_len} must be >= 1")
+        require(ul_alpha >= 0, f"--ul-alpha {ul_alpha} must be >= 0")
+        require(ul_window >= 1, f"--ul-window {ul_window} must be >= 1 (batches)")
+        require(ul_decode_max_len >= 1, f"--ul-decode-max-len {ul_decode_max_len} must be >= 1")
         self.ul_alpha = float(ul_alpha)
         self.threshold = float(ul_threshold)
         self.source = str(ul_source)
-        self.max_len = int(decode_max_len)
-        dictionary = task.target_dictionary
-        self.eos = dictionary.eos()
-        vocab = len(dictionary)
+        self.max_len = int(ul_decode_max_len)
+        vocab = len(task.target_dictionary)
         state = task_running_state(task, STATE_KEY, TokenCounts.empty_factory(vocab))
         self.counts = TokenCounts(state, vocab, int(ul_window), bool(ul_cumulative))
         logger.info("vocabulary unlikelihood: α_UL %g, %s counts over %d batches, threshold %g, source %s",
@@ -199,8 +177,7 @@ class UnlikelihoodDialogCriterion(LabelSmoothedCrossEntropyCriterion):
         mle_sum, nll_sum = self.compute_loss(model, net_output, sample, reduce=True)
         target = model.get_targets(sample, net_output)
         target_mask = target.ne(pad)
-        ntokens = sample["ntokens"]
-        mle = mle_sum / ntokens
+        mle = mle_sum / sample["ntokens"]
 
         if self.source == "greedy":
             responses = greedy_decode(model, net_input["src_tokens"], net_input["src_lengths"],
@@ -233,40 +210,22 @@ class UnlikelihoodDialogCriterion(LabelSmoothedCrossEntropyCriterion):
                 n_penalised, beta_sum = int(n), float(b)
                 ul = ul_sum / max(n_penalised, 1)
 
-        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        sample_size = self.sample_size(sample)
         loss = (mle + self.ul_alpha * ul) * sample_size
-        logging_output = {
-            "loss": loss.data,
-            "nll_loss": nll_sum.data,
-            "ntokens": ntokens,
-            "nsentences": sample["target"].size(0),
-            "sample_size": sample_size,
-            "ul_sample_size": sample_size,
-            "mle": mle.data * sample_size,
-            "ul": ul.data * sample_size,
-            "ul_batches": 1,
-            "n_candidates": n_candidates,
-            "ul_tokens": n_penalised,
-            "ul_beta_sum": beta_sum,
-        }
-        log_accuracy(self, logging_output, model, net_output, sample)
+        logging_output = self.training_log(loss, nll_sum, mle, sample, sample_size, model, net_output,
+                                           ul=ul.data * sample_size, ul_batches=1, n_candidates=n_candidates,
+                                           ul_tokens=n_penalised, ul_beta_sum=beta_sum)
         return loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        size = sum(log.get("ul_sample_size", 0) for log in logging_outputs)
-        batches = sum(log.get("ul_batches", 0) for log in logging_outputs)
-        if not size or not batches:
+        batches = summed(logging_outputs, "ul_batches")
+        if not batches or not cls.log_per_token(logging_outputs, ["ul"]):
             return
-        mle = sum(log.get("mle", 0) for log in logging_outputs) / size / math.log(2)
-        metrics.log_scalar("mle", mle, size, round=4)  # label-smoothed CE, in bits like fairseq's loss
-        metrics.log_scalar("ul", sum(log.get("ul", 0) for log in logging_outputs) / size, size, round=4)
         # per batch: candidate vocabulary entries and penalised positions; mean β of those positions
-        metrics.log_scalar("n_candidates", sum(log.get("n_candidates", 0) for log in logging_outputs)
-                           / batches, batches, round=2)
-        penalised = sum(log.get("ul_tokens", 0) for log in logging_outputs)
+        metrics.log_scalar("n_candidates", summed(logging_outputs, "n_candidates") / batches, batches, round=2)
+        penalised = summed(logging_outputs, "ul_tokens")
         metrics.log_scalar("ul_tokens", penalised / batches, batches, round=2)
         if penalised:
-            beta = sum(log.get("ul_beta_sum", 0) for log in logging_outputs) / penalised
-            metrics.log_scalar("ul_beta", beta, penalised, round=5)
+            metrics.log_scalar("ul_beta", summed(logging_outputs, "ul_beta_sum") / penalised, penalised, round=5)

@@ -9,7 +9,7 @@ A ``translation`` task (same data layout, same generation) that
   (``--entropy-subset top``: the negative teacher on D_N without a second binarised copy);
 * records its dictionaries in every checkpoint it writes, so a teacher trained with it can be
   checked symbol by symbol against its student;
-* loads the negative set's responses for the ``--negative-target random`` ablation (Table 9).
+* loads the negative set's responses for the ``--nd-negative-target random`` ablation (Table 9).
 """
 
 import copy
@@ -59,11 +59,11 @@ class NegativeDistillationConfig(TranslationConfig):
         default=None, metadata={"help": "entropy cut instead of a ratio: top = score > T, bottom = score <= T"})
     negative_data: Optional[str] = field(
         default=None, metadata={"help": "binarised negative set (e.g. data-bin/negative) whose training "
-                                        "responses --negative-target random draws from"})
+                                        "responses --nd-negative-target random draws from"})
     external_negatives: Optional[str] = field(
         default=None, metadata={"help": "externally supplied negative responses, aligned with the training "
                                         "pairs: line i is a JSON list of response strings for pair i (e.g. "
-                                        "nd-pneg export-negatives); used with --external-negatives-weight"})
+                                        "nd-pneg export-negatives); used with --nd-external-negatives-weight"})
     external_negatives_spm: Optional[str] = field(
         default=None, metadata={"help": "sentencepiece model that encodes --external-negatives "
                                         "(default: DATA/spm.model, which preprocess.sh writes)"})
@@ -167,10 +167,10 @@ class NegativeDistillationTask(TranslationTask):
             ratio=self.cfg.entropy_ratio, threshold=self.cfg.entropy_threshold, scores_path=path)
 
     def negative_responses(self):
-        """Target side of the negative set's training split (for ``--negative-target random``)."""
+        """Target side of the negative set's training split (for ``--nd-negative-target random``)."""
         if self._negative_responses is None:
             if not self.cfg.negative_data:
-                raise InputError("--negative-target random needs --negative-data DIR (the binarised "
+                raise InputError("--nd-negative-target random needs --negative-data DIR (the binarised "
                                  "negative set, e.g. data-bin/negative)")
             src, tgt = self.cfg.source_lang, self.cfg.target_lang
             prefix = os.path.join(self.cfg.negative_data, f"{self.cfg.train_subset}.{src}-{tgt}.{tgt}")
@@ -241,7 +241,7 @@ def load_external_negatives(task):
     cfg = task.cfg
     path = cfg.external_negatives
     if not path:
-        raise InputError("--external-negatives-weight needs --external-negatives FILE (line i: JSON list of "
+        raise InputError("--nd-external-negatives-weight needs --external-negatives FILE (line i: JSON list of "
                          "negative responses for training pair i, e.g. from nd-pneg export-negatives)")
     require_file(path, "external negatives file", "create it with nd-pneg export-negatives")
     data_dir = cfg.data.split(os.pathsep)[0]

@@ -1,7 +1,11 @@
-"""The maths of Negative Distillation as small pure functions (tensors in, tensors out).
+"""Unlikelihood on the prediction layer: Eq. 2 (one negative token per position), Eq. 6 (the soft
+unlikelihood L_pred against the teacher's distribution), Eq. 7 (the temperature softmax), and Eq. 1
+with Eq. 6 fused into one pass over the log-probabilities.
 
-Equation numbers refer to Li et al., NAACL 2022; ``docs/method.md`` maps each one to its function and tests.
-The criteria in :mod:`nd_fairseq.criterions` only wire model outputs to these functions.
+``log(1 - p)`` is computed two ways on purpose (docs/method.md, §2 and §5): :func:`hard_unlikelihood`
+reads one entry per position and uses :func:`log1mexp`, accurate for every p; the soft unlikelihood
+sweeps the whole vocabulary and uses ``log1p(-p)`` on a clamped p, which is as accurate where it
+matters and a few passes cheaper.
 """
 
 import math
@@ -17,28 +21,6 @@ _LN2 = math.log(2.0)
 # (almost) all its mass to a negative token is not pushed further, and the loss stays finite.
 UNLIKELIHOOD_MIN_ONE_MINUS_P = 1e-5
 _MAX_LOGP = math.log1p(-UNLIKELIHOOD_MIN_ONE_MINUS_P)
-
-
-def alpha_at(step: float, lam: float = 4.0, gamma: float = 25600.0, beta: Optional[float] = None) -> float:
-    """Progressive balance coefficient (Eq. 15-16): ``λ e^-z / (e^-z + 1)^2`` with ``z = β (s - γ)``.
-
-    It is λ times the derivative of the sigmoid at z: zero far from γ, ``λ/4`` at ``s = γ``, and
-    symmetric around γ. ``β`` defaults to ``6 / γ`` (the paper's setting).
-    """
-    if beta is None:
-        beta = 6.0 / gamma if gamma else 0.0
-    z = beta * (step - gamma)
-    # e^-|z| never overflows, and the expression is symmetric in z.
-    e = math.exp(-abs(z))
-    return lam * e / (1.0 + e) ** 2
-
-
-def mean_alpha(num_steps: int, lam: float = 4.0, gamma: float = 25600.0, beta: Optional[float] = None) -> float:
-    """Mean of α(s) over the updates s = 0..num_steps-1 (fairseq numbers the first update 0):
-    the paper's "fixed α" ablation (Table 8)."""
-    if num_steps <= 0:
-        raise ValueError("num_steps must be positive")
-    return sum(alpha_at(s, lam, gamma, beta) for s in range(num_steps)) / num_steps
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -249,73 +231,22 @@ def label_smoothed_nll_and_soft_unlikelihood(lprobs: Tensor, target: Tensor, tea
     return _LabelSmoothedNllAndSoftUnlikelihood.apply(lprobs, target, teacher_probs, float(epsilon), int(pad))
 
 
-def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def hard_unlikelihood(student_lprobs: Tensor, negative_tokens: Tensor, mask: Optional[Tensor] = None,
+                      weights: Optional[Tensor] = None) -> Tensor:
     """Token unlikelihood against one negative token per position (Eq. 2 with one candidate).
 
-    ``-sum_i log(1 - p_S(c_i | i))``; ``negative_tokens`` ``(...)`` holds c_i; ``mask`` marks
-    positions that have a candidate.
+    ``-sum_i w_i log(1 - p_S(c_i | i))``: ``student_lprobs`` ``(..., V)``; ``negative_tokens``
+    ``(...)`` holds c_i; ``mask`` ``(...)`` marks the positions that have a candidate; ``weights``
+    ``(...)``, one per position, default 1 (UL's vocabulary penalty β(c_i) is such a weight).
+    ``1 - p`` is floored at 1e-5 (:func:`log1mexp`).
     """
     lp = student_lprobs.gather(-1, negative_tokens.unsqueeze(-1)).squeeze(-1)
     per_position = -log1mexp(lp)
+    if weights is not None:
+        per_position = per_position * weights
     if mask is not None:
         per_position = per_position.masked_fill(~mask, 0.0)
     return per_position.sum()
-
-
-def mrse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None, keep_leading: bool = False) -> Tensor:
-    """Mean reverse square error (Eq. 8): ``(1/n) sum_j exp(-(a_j - b_j)^2)``.
-
-    A similarity in (0, 1]: 1 for identical features, towards 0 as they move apart, so minimising
-    it pushes the student's features away from the teacher's. ``mask`` (broadcastable to ``a``)
-    selects the n elements that count; masked elements may hold anything, -inf included. With
-    ``keep_leading`` the mean is taken per index of the first dimension (one value per layer).
-    """
-    diff = a.float() - b.float()
-    if mask is not None:
-        mask = mask.expand_as(diff)
-        # zero the excluded differences *before* squaring: a masked -inf - -inf is NaN, and a
-        # NaN that only a later mask removes still poisons the gradient
-        diff = torch.where(mask, diff, diff.new_zeros(()))
-    sim = torch.exp(-diff.square())
-    if mask is None:
-        return sim.flatten(1).mean(1) if keep_leading else sim.mean()
-    sim = sim * mask
-    if keep_leading:
-        count = mask.flatten(1).sum(1).clamp(min=1)
-        return sim.flatten(1).sum(1) / count
-    return sim.sum() / mask.sum().clamp(min=1)
-
-
-def standardize_rows(scores: Tensor, mask: Tensor, eps: float = 1e-6) -> Tuple[Tensor, Tensor]:
-    """Each row of attention scores standardised over its allowed keys: ``(a - mean) / std``.
-
-    A scale- and shift-free view of the scores (a variant for L_att): pushing raw scores apart can be
-    done by scaling Q and K alone, which changes nothing the attention computes; standardised scores
-    only differ where the rows' shapes differ. ``mask`` (broadcastable to ``scores``) marks allowed
-    keys; returns the standardised scores and the mask of the rows that have at least two keys (a
-    row with one key has no shape).
-    """
-    mask = mask.expand_as(scores)
-    a = scores.float().masked_fill(~mask, 0.0)
-    n = mask.sum(-1, keepdim=True)
-    mean = a.sum(-1, keepdim=True) / n.clamp(min=1)
-    centered = (a - mean).masked_fill(~mask, 0.0)
-    std = (centered.square().sum(-1, keepdim=True) / n.clamp(min=1) + eps).sqrt()
-    return centered / std, mask & (n >= 2)
-
-
-def normalize_features(states: Tensor, eps: float = 1e-5) -> Tensor:
-    """Layer normalisation without affine parameters over the last dimension (a variant for L_hid):
-    the raw output of a post-LN layer is ``LN(x) * g + b``, which the student can push away from the
-    teacher's by growing ``g`` alone."""
-    return F.layer_norm(states.float(), states.shape[-1:], eps=eps)
-
-
-def label_smoothed_nll(lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: Optional[int] = None):
-    """fairseq's label-smoothed NLL (sums), re-exported so all losses are importable from here."""
-    from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-
-    return label_smoothed_nll_loss(lprobs, target, epsilon, ignore_index=ignore_index, reduce=True)
 
 
 def temperature_log_softmax(logits: Tensor, temperature: float) -> Tensor:
