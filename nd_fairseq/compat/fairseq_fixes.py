@@ -219,7 +219,7 @@ def _running_a_fairseq_tool() -> bool:
 
 def _input_error_message(value):
     """The message of a plugin :class:`InputError`, also one re-raised from a spawned worker; else None."""
-    from .io_utils import InputError
+    from ..io_utils import InputError
 
     if isinstance(value, InputError):
         return str(value)

@@ -34,7 +34,7 @@ from typing import List
 import numpy as np
 import torch
 
-from .io_utils import InputError
+from ..io_utils import InputError
 
 
 class CheckpointError(InputError):
