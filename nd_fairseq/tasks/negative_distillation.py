@@ -9,7 +9,9 @@ A ``translation`` task (same data layout, same generation) that
   (``--entropy-subset top``: the negative teacher on D_N without a second binarised copy);
 * records its dictionaries in every checkpoint it writes, so a teacher trained with it can be
   checked symbol by symbol against its student;
-* loads the negative set's responses for the ``--negative-target random`` ablation (Table 9).
+* loads the negative set's responses for the ``--negative-target random`` ablation (Table 9);
+* reads ``--external-negatives`` for the criterion's external-negatives term (the file format and
+  the loading are :mod:`nd_fairseq.data.external_negatives`).
 """
 
 import copy
