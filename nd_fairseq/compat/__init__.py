@@ -1,8 +1,9 @@
 """The runtime patches this plugin applies to fairseq 0.12 (and torch >= 2.6), one module each.
 
 :func:`nd_fairseq.register` installs all four once fairseq is imported (by ``--user-dir
-nd_fairseq``, or ``import fairseq`` after ``import nd_fairseq``); the non-fairseq tools never load
-them. Each ``install`` is idempotent and leaves a function that is already patched alone.
+nd_fairseq``, or ``import fairseq`` after ``import nd_fairseq``); a tool that never imports fairseq
+never loads them. They are installed once per process (a fairseq function already patched is
+left alone).
 
 * :mod:`.safe_load`: fairseq reads checkpoints with ``torch.load`` without ``weights_only``, which
   torch >= 2.6 refuses for every fairseq checkpoint, and which unpickles anything when
