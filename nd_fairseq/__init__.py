@@ -4,7 +4,7 @@ Use with the fairseq command-line tools: ``--user-dir nd_fairseq``. Loaded that 
 imported first), the package registers the ``negative_distillation`` task and criterion, the
 baseline criteria, the ``transformer_nd_dialog`` architectures, routes fairseq's checkpoint
 loading through the safe ``weights_only=True`` loader, and keeps the last (incomplete) batch that
-fairseq 0.12 drops (see :mod:`nd_fairseq.fairseq_fixes`).
+fairseq 0.12 drops (see :mod:`nd_fairseq.compat.fairseq_fixes`).
 
 The command-line tools that do not need fairseq (``nd-prepare``, ``nd-filter``, ``nd-spm``,
 ``nd-eval``, ``nd-pneg``) import this package without importing fairseq or torch, so they start in
@@ -28,7 +28,7 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from . import distributed_cpu, fairseq_fixes, safe_load, threads
+    from .compat import distributed_cpu, fairseq_fixes, safe_load, threads
 
     safe_load.install()
     fairseq_fixes.install()

@@ -133,7 +133,7 @@ class FrozenTeacher:
         if not os.path.isfile(path):
             raise InputError(f"teacher checkpoint {path} does not exist; train the negative teacher "
                              f"first (fairseq-train data-bin/negative ...) or fix --nd-teacher-path")
-        from .safe_load import install, load_checkpoint_to_cpu
+        from .compat.safe_load import install, load_checkpoint_to_cpu
 
         install()
         # weights_only=True whatever the environment says; a truncated, damaged, text or foreign

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, TRAIN_COMMON, USER_DIR, build_training, first_batch, run_cli
-from nd_fairseq.safe_load import safe_globals
+from nd_fairseq.compat.safe_load import safe_globals
 
 # the window flags make every statistic act after one batch, so 4 updates exercise the whole loss
 BASELINES = {

@@ -226,7 +226,8 @@ def test_package_imports_without_fairseq_or_torch():
     import sys
 
     code = ("import sys, nd_fairseq.pneg, nd_fairseq.pneg.cli, nd_fairseq.pneg.generate, nd_fairseq.pneg.candidates, "
-            "nd_fairseq.pneg.ranker, nd_fairseq.pneg.backends, nd_fairseq.pneg.export, nd_fairseq.pneg.shortcuts; "
+            "nd_fairseq.pneg.ranker, nd_fairseq.pneg.benchmark, nd_fairseq.pneg.options, nd_fairseq.pneg.backends, "
+            "nd_fairseq.pneg.export, nd_fairseq.pneg.shortcuts; "
             "print('torch' in sys.modules, 'fairseq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_MODEL, TRAIN_COMMON, USER_DIR, cli_env, run_cli, tool
-from nd_fairseq.safe_load import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from nd_fairseq.compat.safe_load import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 pytestmark = pytest.mark.cli
 

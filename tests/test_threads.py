@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from nd_fairseq.threads import busy_cores, choose_threads
+from nd_fairseq.compat.threads import busy_cores, choose_threads
 
 
 def test_choose_threads_by_hand():
@@ -27,7 +27,7 @@ def test_busy_cores_sees_a_busy_process():
 
 
 def test_env_override_and_respect_for_omp_num_threads():
-    code = ("import torch, nd_fairseq.threads as t; torch.set_num_threads(2); "
+    code = ("import torch, nd_fairseq.compat.threads as t; torch.set_num_threads(2); "
             "print(t.configure(), torch.get_num_threads())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ND_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env={**env, "ND_THREADS": "1"}, capture_output=True,

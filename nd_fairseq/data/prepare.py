@@ -17,17 +17,16 @@ seeded shuffle; pair sources are split by pair. Pre-split corpora are given as `
 """
 
 import argparse
-import functools
 import json
 import os
 import random
-import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..io_utils import UTF8_BOM, AtomicFiles, InputError, check_aligned, check_output_dir, read_lines, require_file
+from .tokenize import make_tokenizer
 
 Pair = Tuple[str, str]
 Conversation = List[str]  # turns
@@ -119,40 +118,6 @@ def read_parallel(query_path: str, response_path: Optional[str], query_option: s
 def conversation_pairs(conversation: Conversation) -> List[Pair]:
     """Adjacent turns (t_i, t_{i+1}) of a conversation."""
     return list(zip(conversation[:-1], conversation[1:]))
-
-
-# Text processing ----------------------------------------------------------------------------------
-
-_WS = re.compile(r"\s+")
-
-
-def make_tokenizer(kind: str, lowercase: bool) -> Callable[[str], str]:
-    """A function from raw text to one line of space-separated tokens."""
-    if kind == "moses":
-        try:
-            from sacremoses import MosesTokenizer
-        except ImportError:
-            raise InputError("--tokenize moses needs sacremoses (pip install sacremoses) or use "
-                             "--tokenize whitespace") from None
-        moses = MosesTokenizer(lang="en")
-
-        def tok(text: str) -> str:
-            text = _WS.sub(" ", text).strip()
-            # moses can leave double spaces (e.g. around stripped control characters)
-            return " ".join(moses.tokenize(text, escape=False, return_str=True).split()) if text else ""
-    elif kind == "whitespace":
-        def tok(text: str) -> str:
-            return _WS.sub(" ", text).strip()
-    elif kind == "none":
-        def tok(text: str) -> str:
-            # keep the text but never a newline or tab inside a line
-            return text.replace("\n", " ").replace("\t", " ").replace("\r", " ")
-    else:
-        raise InputError(f"unknown --tokenize {kind!r}: use moses, whitespace or none")
-    base = (lambda text: tok(text).lower()) if lowercase else tok
-    # Each turn of a conversation is the response of one pair and the query of the next, and
-    # short replies repeat a lot: tokenising each distinct string once halves the work.
-    return functools.lru_cache(maxsize=1 << 18)(base)
 
 
 # Splitting ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Sequence
 
 from ..io_utils import AtomicFiles, InputError
-from .prepare import make_tokenizer
+from .tokenize import make_tokenizer
 from .spm import decode_lines_with, encode_lines, load_model
 
 FILE_NAME = "preprocessing.json"

@@ -8,10 +8,12 @@ Pipeline (``nd-pneg`` subcommands in brackets):
 * :mod:`.parse`: parsing the five numbered negatives and the Appendix F error filter [filter];
 * :mod:`.generate`: resumable, concurrent generation with regeneration on rejection [generate];
 * :mod:`.retrieval`, :mod:`.candidates`: BM25 negatives and the candidate sets [build-candidates];
-* :mod:`.ranker`, :mod:`.metrics`: fairseq rankers, R@1 and MRR (Table 1) [rank-benchmark];
+* :mod:`.ranker`, :mod:`.metrics`: a fairseq ranker, R@1 and MRR [rank-benchmark];
+* :mod:`.benchmark`: one ranker per negative source and the report (Table 1) [rank-benchmark];
 * :mod:`.shortcuts`: trivial baselines (shortest, longest, overlap, random) and length profiles
   that the benchmark report sets beside the rankers [rank-benchmark];
-* :mod:`.export`: negatives aligned with a training set, for the ND criterion [export-negatives].
+* :mod:`.export`: negatives aligned with a training set, for the ND criterion [export-negatives];
+* :mod:`.cli` (the commands, ``main``) and :mod:`.options` (the parser): ``nd-pneg`` itself.
 
 Importing this package imports neither fairseq nor torch; the ranker and the fairseq-LM backend
 import them when used.

@@ -263,7 +263,7 @@ class FairseqLMBackend(Backend):
         try:
             models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(  # read with weights_only=True
                 [checkpoint], arg_overrides=overrides,
-                state=nd_fairseq.safe_load.load_checkpoint_to_cpu(checkpoint, overrides, what="language-model checkpoint"))
+                state=nd_fairseq.compat.safe_load.load_checkpoint_to_cpu(checkpoint, overrides, what="language-model checkpoint"))
         except FileNotFoundError as err:
             raise InputError(f"cannot load {checkpoint}: {err}; give the model's data directory "
                              f"(with dict.txt) with --lm-data") from None

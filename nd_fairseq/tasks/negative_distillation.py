@@ -9,7 +9,9 @@ A ``translation`` task (same data layout, same generation) that
   (``--entropy-subset top``: the negative teacher on D_N without a second binarised copy);
 * records its dictionaries in every checkpoint it writes, so a teacher trained with it can be
   checked symbol by symbol against its student;
-* loads the negative set's responses for the ``--nd-negative-target random`` ablation (Table 9).
+* loads the negative set's responses for the ``--nd-negative-target random`` ablation (Table 9);
+* reads ``--external-negatives`` for the criterion's external-negatives term (the file format and
+  the loading are :mod:`nd_fairseq.data.external_negatives`).
 """
 
 import copy
@@ -27,6 +29,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 # the module, not its names: importing nd_fairseq.filtering.subset_dataset before fairseq imports
 # fairseq from inside it, which registers this task while that module is still half-initialised
+from ..data.external_negatives import load_external_negatives
 from ..filtering import subset_dataset
 from ..io_utils import InputError
 from ..losses import alpha_at
@@ -214,8 +217,21 @@ class NegativeDistillationTask(TranslationTask):
     def external_negatives(self):
         """Per training pair, the token tensors (each ending in </s>) of its external negatives."""
         if self._external_negatives is None:
-            self._external_negatives = load_external_negatives(self)
+            self._external_negatives = self._load_external_negatives()
         return self._external_negatives
+
+    def _load_external_negatives(self):
+        cfg = self.cfg
+        if not cfg.external_negatives:
+            raise InputError("--nd-external-negatives-weight needs --external-negatives FILE (line i: JSON list of "
+                             "negative responses for training pair i, e.g. from nd-pneg export-negatives)")
+        n_pairs = None
+        if cfg.train_subset in self.datasets:
+            train = self.datasets[cfg.train_subset]
+            n_pairs = len(getattr(train, "dataset", train)) if hasattr(train, "indices") else len(train)
+        spm_model = cfg.external_negatives_spm or os.path.join(cfg.data.split(os.pathsep)[0], "spm.model")
+        return load_external_negatives(cfg.external_negatives, self.tgt_dict, spm_model,
+                                       cfg.external_negatives_tokenize, cfg.external_negatives_lowercase, n_pairs)
 
     # models ---------------------------------------------------------------------------------
 
@@ -229,54 +245,3 @@ class NegativeDistillationTask(TranslationTask):
     @property
     def student_model(self):
         return self._student_ref() if self._student_ref is not None else None
-
-
-def load_external_negatives(task):
-    """Read, tokenise and binarise ``--external-negatives`` with the student's dictionary."""
-    import json
-
-    from ..data.prepare import make_tokenizer
-    from ..io_utils import iter_line_blocks, require_file
-
-    cfg = task.cfg
-    path = cfg.external_negatives
-    if not path:
-        raise InputError("--nd-external-negatives-weight needs --external-negatives FILE (line i: JSON list of "
-                         "negative responses for training pair i, e.g. from nd-pneg export-negatives)")
-    require_file(path, "external negatives file", "create it with nd-pneg export-negatives")
-    data_dir = cfg.data.split(os.pathsep)[0]
-    spm_path = cfg.external_negatives_spm or os.path.join(data_dir, "spm.model")
-    require_file(spm_path, "sentencepiece model", "give the model that encoded the training data with "
-                 "--external-negatives-spm")
-    import sentencepiece
-
-    spm = sentencepiece.SentencePieceProcessor(model_file=spm_path)
-    tokenize = make_tokenizer(cfg.external_negatives_tokenize, cfg.external_negatives_lowercase)
-    out = []
-    line_no = 0
-    for block in iter_line_blocks(path):
-        for line in block:
-            line_no += 1
-            try:
-                items = json.loads(line) if line.strip() else []
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); each line must be a JSON "
-                                 f"list of response strings") from None
-            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-                raise InputError(f"{path}: line {line_no} is not a JSON list of strings")
-            encoded = []
-            for text in items:
-                pieces = " ".join(spm.encode(tokenize(text), out_type=str))
-                tokens = task.tgt_dict.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
-                if tokens.numel() > 1:
-                    encoded.append(tokens)
-            out.append(encoded)
-    if task.cfg.train_subset in task.datasets:
-        train = task.datasets[task.cfg.train_subset]
-        n_train = len(getattr(train, "dataset", train)) if hasattr(train, "indices") else len(train)
-        if n_train != len(out):
-            raise InputError(f"{path} has {len(out)} lines but the training set has {n_train} pairs; give one "
-                             f"line per training pair, in the training order")
-    logger.info("external negatives: %d responses for %d of %d training pairs from %s",
-                sum(map(len, out)), sum(1 for x in out if x), len(out), path)
-    return out

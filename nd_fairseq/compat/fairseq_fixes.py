@@ -8,8 +8,8 @@
 * ``Trainer.load_checkpoint`` (resuming with ``checkpoint_last.pt`` or ``--restore-file``) never
   restores the ``task_state`` that ``Trainer.save_checkpoint`` writes, so state a task keeps for its
   criterion (e.g. the running statistics of the baseline criteria) would restart from zero on
-  resume. The loaded checkpoint's ``task_state`` is handed to ``task.load_state_dict`` after the
-  trainer has loaded it.
+  resume. The ``task_state`` of the checkpoint that call reads is handed back by the loader and
+  given to ``task.load_state_dict`` after the trainer has loaded the rest.
 * In multi-process training rank 0 loads a checkpoint and broadcasts it (``_broadcast_object_slow``),
   and the other ranks unpickle it with ``torch.load``, which on torch >= 2.6 refuses the OmegaConf
   config that the loaded state now holds: every distributed resume or ``--finetune-from-model``
@@ -61,11 +61,26 @@ def keep_last_batch(original):
 def restore_task_state(original):
     @functools.wraps(original)
     def load_checkpoint(self, filename, *args, **kwargs):
-        from .safe_load import take_loaded_task_state
+        from fairseq import checkpoint_utils
 
-        take_loaded_task_state()  # forget anything loaded before this call
-        extra_state = original(self, filename, *args, **kwargs)
-        task_state = take_loaded_task_state()
+        # the trainer reads the file through checkpoint_utils.load_checkpoint_to_cpu and keeps
+        # the state to itself: for the length of this call that loader also hands the state's
+        # task_state back here (a rank that gets the state by broadcast reads no file and restores nothing)
+        task_states = []
+        load_to_cpu = checkpoint_utils.load_checkpoint_to_cpu
+
+        @functools.wraps(load_to_cpu)
+        def load_and_hand_back(*load_args, **load_kwargs):
+            state = load_to_cpu(*load_args, **load_kwargs)
+            task_states.append(state.get("task_state"))
+            return state
+
+        checkpoint_utils.load_checkpoint_to_cpu = load_and_hand_back
+        try:
+            extra_state = original(self, filename, *args, **kwargs)
+        finally:
+            checkpoint_utils.load_checkpoint_to_cpu = load_to_cpu
+        task_state = task_states[-1] if task_states else None
         if task_state and self.task is not None:
             self.task.load_state_dict(task_state)
         return extra_state
@@ -219,7 +234,7 @@ def _running_a_fairseq_tool() -> bool:
 
 def _input_error_message(value):
     """The message of a plugin :class:`InputError`, also one re-raised from a spawned worker; else None."""
-    from .io_utils import InputError
+    from ..io_utils import InputError
 
     if isinstance(value, InputError):
         return str(value)

@@ -16,7 +16,7 @@ import os
 import time
 from typing import Optional
 
-from .io_utils import usable_cores
+from ..io_utils import usable_cores
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import List
 import numpy as np
 import torch
 
-from .io_utils import InputError
+from ..io_utils import InputError
 
 
 class CheckpointError(InputError):
@@ -153,15 +153,6 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
                           f"corrupt or not a checkpoint; {_USE_ANOTHER}")
 
 
-_loaded_task_state = [None]
-
-
-def take_loaded_task_state():
-    """The ``task_state`` of the checkpoint loaded last (then forgotten); see fairseq_fixes."""
-    state, _loaded_task_state[0] = _loaded_task_state[0], None
-    return state
-
-
 def _as_config(state: dict, arg_overrides) -> None:
     """What fairseq's loader does after ``torch.load``: overrides, ``cfg`` as an OmegaConf config."""
     from omegaconf import OmegaConf
@@ -214,7 +205,6 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False, *,
     except (KeyError, AttributeError, TypeError) as err:
         raise CheckpointError(f"{what} {path} is not a fairseq checkpoint (upgrading its state failed: "
                               f"{type(err).__name__} {err}); give a .pt file written by fairseq-train") from None
-    _loaded_task_state[0] = state.get("task_state")
     return state
 
 
