@@ -70,6 +70,12 @@ def require(ok: bool, message: str) -> None:
         raise InputError(message)
 
 
+def at_least_one(value: int, flag: str, unit: str = "") -> int:
+    """A count option (a window, a length) checked at start-up."""
+    require(value >= 1, f"{flag} {value} must be >= 1{unit}")
+    return int(value)
+
+
 def summed(logging_outputs: Iterable[dict], key: str) -> float:
     return sum(log.get(key, 0) for log in logging_outputs)
 
@@ -147,3 +153,12 @@ class DialogueCriterion(LabelSmoothedCrossEntropyCriterion):
             if any(name in log for log in logging_outputs):
                 metrics.log_scalar(name, summed(logging_outputs, name) / size, size, round=4)
         return size
+
+    @staticmethod
+    def log_per_batch(logging_outputs, batch_key: str, rounding: Dict[str, int]) -> int:
+        """Log each name of ``rounding`` as a mean per training batch (``batch_key`` counts the
+        batches, 1 per training step), rounded to its digits; returns the number of batches."""
+        batches = summed(logging_outputs, batch_key)
+        for name, digits in rounding.items() if batches else ():
+            metrics.log_scalar(name, summed(logging_outputs, name) / batches, batches, round=digits)
+        return batches

@@ -152,18 +152,14 @@ class FaceCriterion(DialogueCriterion):
         logging_output = self.training_log(
             loss, nll_sum, mle_sum / ntokens, sample, sample_size, model, net_output, face_batches=1,
             face_w_target_sum=float(weights[target[real]].sum()), face_targets=int(real.sum()),
-            face_w_max=float(weights.max()), face_top_rf=float(counts.max() / total) if total > 0 else 0.0)
+            w_max=float(weights.max()), top_rf=float(counts.max() / total) if total > 0 else 0.0)
         return loss, sample_size, logging_output
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)  # mle: the unweighted label-smoothed CE, in bits
-        batches = summed(logging_outputs, "face_batches")
-        if not batches:
-            return
         targets = summed(logging_outputs, "face_targets")
         if targets:
             # mean weight of the target tokens: below 1 when the references use over-produced tokens
             metrics.log_scalar("w_target", summed(logging_outputs, "face_w_target_sum") / targets, targets, round=4)
-        metrics.log_scalar("w_max", summed(logging_outputs, "face_w_max") / batches, batches, round=4)
-        metrics.log_scalar("top_rf", summed(logging_outputs, "face_top_rf") / batches, batches, round=4)
+        cls.log_per_batch(logging_outputs, "face_batches", {"w_max": 4, "top_rf": 4})

@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import torch
-from fairseq import metrics
 from fairseq.criterions import register_criterion
 from torch import Tensor
 
 from ..decoding import forward_on, greedy_decode
-from .base import DialogueCriterion, DialogueCriterionConfig, require, summed, task_running_state
+from .base import DialogueCriterion, DialogueCriterionConfig, at_least_one, require, task_running_state
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +146,12 @@ class NegativeTrainingCriterion(DialogueCriterion):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         require(0.0 <= nt_frequency_threshold < 1.0,
                 f"--nt-frequency-threshold {nt_frequency_threshold} must lie in [0, 1)")
-        require(nt_window >= 1, f"--nt-window {nt_window} must be >= 1 (batches)")
-        require(nt_decode_max_len >= 1, f"--nt-decode-max-len {nt_decode_max_len} must be >= 1")
+        window = at_least_one(nt_window, "--nt-window", " (batches)")
+        self.max_len = at_least_one(nt_decode_max_len, "--nt-decode-max-len")
         self.threshold = float(nt_frequency_threshold)
         self.lambda_pos = float(nt_lambda_pos)
         self.eos_weight = float(nt_eos_weight)
-        self.max_len = int(nt_decode_max_len)
-        self.window = ResponseWindow(task_running_state(task, STATE_KEY, ResponseWindow.empty), int(nt_window))
+        self.window = ResponseWindow(task_running_state(task, STATE_KEY, ResponseWindow.empty), window)
         logger.info("negative training: r_thres %g, λ_POS %g, window %d batches, EOS weight %g",
                     self.threshold, self.lambda_pos, nt_window, self.eos_weight)
 
@@ -195,9 +193,6 @@ class NegativeTrainingCriterion(DialogueCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        batches = summed(logging_outputs, "nt_batches")
-        if not batches or not cls.log_per_token(logging_outputs, ["neg"]):
-            return
+        cls.log_per_token(logging_outputs, ["neg"])
         # per batch: negative responses, and the share of the window's most frequent response
-        metrics.log_scalar("n_neg", summed(logging_outputs, "n_neg") / batches, batches, round=2)
-        metrics.log_scalar("max_ratio", summed(logging_outputs, "max_ratio") / batches, batches, round=4)
+        cls.log_per_batch(logging_outputs, "nt_batches", {"n_neg": 2, "max_ratio": 4})

@@ -43,7 +43,8 @@ from torch import Tensor
 
 from ..decoding import forward_on, greedy_decode
 from ..losses import hard_unlikelihood
-from .base import DialogueCriterion, DialogueCriterionConfig, count_tokens, require, summed, task_running_state
+from .base import (DialogueCriterion, DialogueCriterionConfig, at_least_one, count_tokens, require, summed,
+                   task_running_state)
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +156,14 @@ class UnlikelihoodDialogCriterion(DialogueCriterion):
                  ul_source="greedy", ul_decode_max_len=40):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         require(ul_alpha >= 0, f"--ul-alpha {ul_alpha} must be >= 0")
-        require(ul_window >= 1, f"--ul-window {ul_window} must be >= 1 (batches)")
-        require(ul_decode_max_len >= 1, f"--ul-decode-max-len {ul_decode_max_len} must be >= 1")
+        window = at_least_one(ul_window, "--ul-window", " (batches)")
+        self.max_len = at_least_one(ul_decode_max_len, "--ul-decode-max-len")
         self.ul_alpha = float(ul_alpha)
         self.threshold = float(ul_threshold)
         self.source = str(ul_source)
-        self.max_len = int(ul_decode_max_len)
         vocab = len(task.target_dictionary)
         state = task_running_state(task, STATE_KEY, TokenCounts.empty_factory(vocab))
-        self.counts = TokenCounts(state, vocab, int(ul_window), bool(ul_cumulative))
+        self.counts = TokenCounts(state, vocab, window, bool(ul_cumulative))
         logger.info("vocabulary unlikelihood: α_UL %g, %s counts over %d batches, threshold %g, source %s",
                     self.ul_alpha, "cumulative" if ul_cumulative else "window", ul_window,
                     self.threshold, self.source)
@@ -220,12 +220,9 @@ class UnlikelihoodDialogCriterion(DialogueCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        batches = summed(logging_outputs, "ul_batches")
-        if not batches or not cls.log_per_token(logging_outputs, ["ul"]):
-            return
+        cls.log_per_token(logging_outputs, ["ul"])
         # per batch: candidate vocabulary entries and penalised positions; mean β of those positions
-        metrics.log_scalar("n_candidates", summed(logging_outputs, "n_candidates") / batches, batches, round=2)
-        penalised = summed(logging_outputs, "ul_tokens")
-        metrics.log_scalar("ul_tokens", penalised / batches, batches, round=2)
-        if penalised:
-            metrics.log_scalar("ul_beta", summed(logging_outputs, "ul_beta_sum") / penalised, penalised, round=5)
+        if cls.log_per_batch(logging_outputs, "ul_batches", {"n_candidates": 2, "ul_tokens": 2}):
+            penalised = summed(logging_outputs, "ul_tokens")
+            if penalised:
+                metrics.log_scalar("ul_beta", summed(logging_outputs, "ul_beta_sum") / penalised, penalised, round=5)
