@@ -30,7 +30,7 @@ DTYPES = [torch.bfloat16, torch.float16]
 BASELINES = {
     "unlikelihood_dialog": (["--ul-window", "1", "--ul-decode-max-len", "12"], ("mle",), ("ul",)),
     "negative_training": (["--nt-window", "1", "--nt-decode-max-len", "12"], ("mle",), ("neg",)),
-    "face": ([], ("mle", "loss"), ("face_w_max", "face_w_target_sum")),
+    "face": ([], ("mle", "loss"), ("w_max", "face_w_target_sum")),
 }
 
 
