@@ -19,7 +19,7 @@ import pytest
 
 from conftest import run_cli
 from nd_fairseq.filtering import cli
-from nd_fairseq.io_utils import InputError, iter_line_buffers, iter_line_blocks, run_parallel
+from nd_fairseq.io_utils import InputError, iter_line_buffers, iter_line_blocks, iter_numbered_lines, run_parallel
 
 from nd_fairseq.filtering import file_scoring as se  # the module whose tuning constants the tests patch
 
@@ -183,6 +183,15 @@ def test_run_parallel_order_and_errors():
         run_parallel([(pow, (2, 3)), (fails, (1,))], 2)  # raised in the child, re-raised here
     with pytest.raises(InputError, match="bad 0"):
         run_parallel([(fails, (0,)), (pow, (2, 3))], 2)
+
+
+def test_numbered_lines_count_from_one_as_wc_does(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("\ufeffa\r\n\nb\u2028c\nlast".encode())
+    # a BOM is no part of line 1, \r\n ends a line, U+2028 does not, a final line needs no newline
+    assert list(iter_numbered_lines(str(path))) == [(1, "a"), (2, ""), (3, "b\u2028c"), (4, "last")]
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert list(iter_numbered_lines(str(tmp_path / "empty.txt"))) == []
 
 
 def test_line_buffers_match_line_blocks(tmp_path):

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import List, Optional
 
-from ..io_utils import InputError, iter_line_blocks, require_file
+from ..io_utils import InputError, iter_numbered_lines, require_file
 from .tokenize import make_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -34,24 +34,21 @@ def load_external_negatives(path: str, dictionary, spm_model: str, tokenize: str
     spm = sentencepiece.SentencePieceProcessor(model_file=spm_model)
     tok = make_tokenizer(tokenize, lowercase)
     out = []
-    line_no = 0
-    for block in iter_line_blocks(path):
-        for line in block:
-            line_no += 1
-            try:
-                items = json.loads(line) if line.strip() else []
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); each line must be a JSON "
-                                 f"list of response strings") from None
-            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-                raise InputError(f"{path}: line {line_no} is not a JSON list of strings")
-            encoded = []
-            for text in items:
-                pieces = " ".join(spm.encode(tok(text), out_type=str))
-                tokens = dictionary.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
-                if tokens.numel() > 1:
-                    encoded.append(tokens)
-            out.append(encoded)
+    for line_no, line in iter_numbered_lines(path):
+        try:
+            items = json.loads(line) if line.strip() else []
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); each line must be a JSON "
+                             f"list of response strings") from None
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise InputError(f"{path}: line {line_no} is not a JSON list of strings")
+        encoded = []
+        for text in items:
+            pieces = " ".join(spm.encode(tok(text), out_type=str))
+            tokens = dictionary.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
+            if tokens.numel() > 1:
+                encoded.append(tokens)
+        out.append(encoded)
     if n_pairs is not None and n_pairs != len(out):
         raise InputError(f"{path} has {len(out)} lines but the training set has {n_pairs} pairs; give one "
                          f"line per training pair, in the training order")

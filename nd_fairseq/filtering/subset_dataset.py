@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from fairseq.data import BaseWrapperDataset
 
-from ..io_utils import InputError, iter_line_blocks, require_file
+from ..io_utils import InputError, iter_numbered_lines, require_file
 from .cut import select_indices
 
 logger = logging.getLogger(__name__)
@@ -24,20 +24,17 @@ def read_scores(path: str) -> np.ndarray:
     """One float per line (nd-filter's scores.txt), with a file/line error on anything else."""
     require_file(path, "entropy score file", "create it with nd-filter (scores.txt) or preprocess.sh")
     values = []
-    line_no = 0
-    for block in iter_line_blocks(path):
-        for line in block:
-            line_no += 1
-            try:
-                value = float(line)
-            except ValueError:
-                raise InputError(f"{path}: line {line_no} is not a number ({line[:30]!r}); the score "
-                                 f"file must hold one entropy per line, as nd-filter writes it") from None
-            if not math.isfinite(value):
-                # a NaN compares false with everything: the pair would land in neither or both halves
-                raise InputError(f"{path}: line {line_no} is {line.strip()[:30]!r}, not a finite entropy; "
-                                 f"rescore the training set with nd-filter (scores.txt) or preprocess.sh")
-            values.append(value)
+    for line_no, line in iter_numbered_lines(path):
+        try:
+            value = float(line)
+        except ValueError:
+            raise InputError(f"{path}: line {line_no} is not a number ({line[:30]!r}); the score "
+                             f"file must hold one entropy per line, as nd-filter writes it") from None
+        if not math.isfinite(value):
+            # a NaN compares false with everything: the pair would land in neither or both halves
+            raise InputError(f"{path}: line {line_no} is {line.strip()[:30]!r}, not a finite entropy; "
+                             f"rescore the training set with nd-filter (scores.txt) or preprocess.sh")
+        values.append(value)
     return np.asarray(values, dtype=np.float64)
 
 

@@ -60,6 +60,16 @@ def iter_line_blocks(path: str, block_bytes: int = 1 << 23) -> Iterator[List[str
         yield [text[:-1] if text.endswith("\r") else text]
 
 
+def iter_numbered_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, line)`` for every line of ``path``, numbered from 1 as :func:`iter_line_blocks`
+    splits them: the numbers the one-line errors of the readers name."""
+    line_no = 0
+    for block in iter_line_blocks(path):
+        for line in block:
+            line_no += 1
+            yield line_no, line
+
+
 def _line_of_offset(path: str, offset: int) -> int:
     """1-based number of the line holding byte ``offset`` of ``path``."""
     n = 1

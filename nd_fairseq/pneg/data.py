@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..io_utils import AtomicFiles, InputError, check_aligned, iter_line_blocks, read_lines, require_file
+from ..io_utils import AtomicFiles, InputError, check_aligned, iter_numbered_lines, read_lines, require_file
 
 DDPP_KEYS = ("context", "positive_responses", "adversarial_negative_responses", "random_negative_responses")
 FORMATS = ("auto", "dailydialog++", "pairs")
@@ -74,36 +74,33 @@ def iter_dailydialog_pp(path: str) -> Iterator[Example]:
                                              "'positive_responses' fields")
     index = 0
     seen = set()
-    line_no = 0
-    for block in iter_line_blocks(path):
-        for line in block:
-            line_no += 1
-            if line_no == 1:
-                line = strip_bom(line)
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); the file must hold "
-                                 f"one DailyDialog++ record per line") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{path}: line {line_no} is not a JSON object")
-            context = _string_list(rec.get("context"), path, line_no, "context", True)
-            if not context:
-                raise InputError(f"{path}: line {line_no} has an empty 'context'")
-            ex_id = str(rec["id"]) if rec.get("id") is not None else str(index)
-            if ex_id in seen:
-                raise InputError(f"{path}: line {line_no} repeats id {ex_id!r}; ids must be unique")
-            seen.add(ex_id)
-            yield Example(
-                id=ex_id, context=context,
-                positives=_string_list(rec.get("positive_responses"), path, line_no, "positive_responses", True),
-                adversarial=_string_list(rec.get("adversarial_negative_responses"), path, line_no,
-                                         "adversarial_negative_responses", False),
-                random=_string_list(rec.get("random_negative_responses"), path, line_no,
-                                    "random_negative_responses", False))
-            index += 1
+    for line_no, line in iter_numbered_lines(path):
+        if line_no == 1:
+            line = strip_bom(line)
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {line_no} is not JSON ({err.msg}); the file must hold "
+                             f"one DailyDialog++ record per line") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}: line {line_no} is not a JSON object")
+        context = _string_list(rec.get("context"), path, line_no, "context", True)
+        if not context:
+            raise InputError(f"{path}: line {line_no} has an empty 'context'")
+        ex_id = str(rec["id"]) if rec.get("id") is not None else str(index)
+        if ex_id in seen:
+            raise InputError(f"{path}: line {line_no} repeats id {ex_id!r}; ids must be unique")
+        seen.add(ex_id)
+        yield Example(
+            id=ex_id, context=context,
+            positives=_string_list(rec.get("positive_responses"), path, line_no, "positive_responses", True),
+            adversarial=_string_list(rec.get("adversarial_negative_responses"), path, line_no,
+                                     "adversarial_negative_responses", False),
+            random=_string_list(rec.get("random_negative_responses"), path, line_no,
+                                "random_negative_responses", False))
+        index += 1
 
 
 def read_dailydialog_pp(path: str) -> List[Example]:
