@@ -69,13 +69,13 @@ METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4
 # layers, all embeddings shared, a 2,000-piece vocabulary, lr 2e-3. At 1,500 updates its greedy
 # replies repeat a 3-gram 4x less often (24% against 91%); neither setup has reached its plateau.
 CPU_BASE = ["--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
-# Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos): on the new base
-# the plain candidates lengthen greedy replies and make them loop; these were chosen on the
-# validation set of seeds 2-3 by the rule (RESULTS.md §8.4)
 BASELINES = ["ul", "nt", "face", "paper", "ablations"]
 BASELINE_CRITERIA = {"ul": "unlikelihood_dialog", "nt": "negative_training", "face": "face"}
 ABLATIONS = {"no_pred": "--nd-no-pred-loss", "no_att": "--nd-no-att-loss", "no_hid": "--nd-no-hid-loss"}
 ABLATION_LABELS = {"no_pred": "L_pred", "no_att": "L_att", "no_hid": "L_hid"}
+# Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos): on the new base
+# the plain candidates lengthen greedy replies and make them loop; these were chosen on the
+# validation set of seeds 2-3 by the rule (RESULTS.md §8.4)
 NOEOS_CANDIDATES = {f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")}
 SCALES = {
     "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
@@ -118,6 +118,7 @@ class Recipe:
         self.ckpt, self.gen, self.logs = dirs.ckpt, dirs.gen, dirs.logs
         self.clock = Clock()
         self.say = self.clock.say
+        self.valid_tables: Dict[str, Dict[str, dict]] = {}  # per decoding mode, once all are decoded
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -386,7 +387,7 @@ class Recipe:
             choice = {}
             cands = list(a.candidates)
             for mode in modes:
-                valid = self.table(runs, "valid", mode)
+                valid = self.valid_tables[mode] = self.table(runs, "valid", mode)
                 choice[mode] = choose_configuration(valid, cands, bleu_margin=a.select_margin,
                                                     length_ratio=a.length_ratio)
                 choice[mode]["valid"] = {s: {m: valid[s][m] for m in METRICS} for s in ["standard", "control", *cands]}
@@ -441,7 +442,8 @@ class Recipe:
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,
                                       "baselines": against, "baselines_verdict": baseline_line}
             if against:
-                valid = self.table(runs, "valid", mode)
+                # every validation decode was done before the test ones: the table of the choice serves
+                valid = self.valid_tables.get(mode) or self.table(runs, "valid", mode)
                 results["modes"][mode]["baselines_valid"] = {s: {m: valid[s][m] for m in METRICS}
                                                              for s in against if s in valid}
         # the replies of a decoding mode whose ND student was chosen, if there is one
