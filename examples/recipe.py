@@ -309,7 +309,9 @@ class Recipe:
                 systems.setdefault(run.system, []).append(evaluate(resp.hypotheses, resp.references, self._counts))
         rows = {}
         for system, results in systems.items():
-            row = {"seeds": len(results), "top_responses": results[0]["top_responses"]}
+            # the rule's LF check needs the token count behind Standard's LF (its counting noise)
+            row = {"seeds": len(results), "top_responses": results[0]["top_responses"],
+                   "tokens": sum(r["n"] * r["length"] for r in results)}
             for m in METRICS:
                 vals = [r[m] for r in results if r.get(m) is not None]
                 row[m] = statistics.fmean(vals) if vals else None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nd_fairseq.evaluation.selection import check_candidate, choose_configuration, ratio, verdict
+from nd_fairseq.evaluation.selection import check_candidate, choose_configuration, lf_not_lower, ratio, verdict
 
 
 def row(dist2, bleu4, lf=0.001, rep3=0.10, length=10.0):
@@ -49,6 +49,25 @@ def test_nothing_eligible_and_lf_below_standard():
     assert sel["candidates"]["nd_lf"]["checks"]["lf"] is False
     # LF missing on both sides counts as equal (0 >= 0)
     assert check_candidate(row(0.1, 0.01, lf=None), row(0.1, 0.01, lf=None), row(0.1, 0.01))["lf"]
+
+
+def test_lf_check_allows_the_counting_noise_of_standards_lf():
+    # Standard: LF 0.0002 over 20,000 tokens = 4 rare tokens, sd sqrt(4) = 2 tokens = 0.0001;
+    # two sd = 0.0002, so even 0 rare tokens is within the noise
+    assert lf_not_lower(0.0, 0.0002, 20_000)
+    assert not lf_not_lower(0.0, 0.0002)  # no token count: strict
+    # Standard: LF 0.001 over 20,000 tokens = 20 tokens, sd sqrt(20) = 4.47 tokens = 0.000224;
+    # the bound is 0.001 - 0.000447 = 0.000553
+    assert lf_not_lower(0.00056, 0.001, 20_000)
+    assert not lf_not_lower(0.00055, 0.001, 20_000)
+    assert lf_not_lower(None, None, 1000) and lf_not_lower(0.001, 0.001)
+    # in the rule, through the row's "tokens"
+    std = {**VALID["standard"], "lf": 0.0002, "tokens": 20_000}
+    sel = choose_configuration({**VALID, "standard": std, "nd_lf": row(0.05, 0.0100, lf=0.0)}, ["nd_lf"])
+    assert sel["chosen"] == "nd_lf"
+    std = {**VALID["standard"], "lf": 0.001, "tokens": 20_000}
+    sel = choose_configuration({**VALID, "standard": std, "nd_lf": row(0.05, 0.0100, lf=0.00055)}, ["nd_lf"])
+    assert sel["chosen"] is None and sel["candidates"]["nd_lf"]["checks"]["lf"] is False
 
 
 def test_ratio_and_verdict_line():

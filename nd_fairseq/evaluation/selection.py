@@ -3,15 +3,18 @@
 The rule is fixed before any test output is read (it is the recipe's, not the corpus's):
 
 1. a candidate is eligible when, on the validation set, its mean BLEU-4 is at most ``bleu_margin``
-   (relative) below Standard's, its LF is not below Standard's, its share of looping replies
+   (relative) below Standard's, its LF is not below Standard's by more than the counting noise of
+   Standard's LF (``lf_not_lower``), its share of looping replies
    (rep-3) is not above the MLE control's, and its mean reply length is at most ``length_ratio``
    times the control's (the guard against replies that grow long and loop, seen on a held-out
    corpus);
 2. among the eligible candidates, the highest validation Dist-2 wins (ties: the first listed).
 
-Rows are nd-eval metric dicts (``evaluate`` output, or means over seeds with the same keys).
+Rows are nd-eval metric dicts (``evaluate`` output, or means over seeds with the same keys); a
+row's optional ``tokens`` is how many tokens its replies have in all (over its seeds).
 """
 
+import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
 Row = Mapping[str, Optional[float]]
@@ -24,13 +27,27 @@ def ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
     return value / base
 
 
+def lf_not_lower(lf: Optional[float], standard_lf: Optional[float], standard_tokens: Optional[float] = None,
+                 z: float = 2.0) -> bool:
+    """LF not below Standard's by more than ``z`` standard errors of Standard's LF.
+
+    Standard's LF is a count k of rare tokens over its ``standard_tokens`` tokens; as a Poisson
+    count, k has a standard deviation of sqrt(k), so LF's is sqrt(LF / tokens). At the CPU scale
+    k is a handful of tokens in tens of thousands (beam search: 2-4), and a strict ``>=`` would
+    compare that noise. Without a token count the comparison is strict. Missing LF counts as 0.
+    """
+    lf, standard_lf = lf or 0.0, standard_lf or 0.0
+    noise = math.sqrt(standard_lf / standard_tokens) if standard_tokens else 0.0
+    return lf >= standard_lf - z * noise - 1e-15
+
+
 def check_candidate(row: Row, standard: Row, control: Row, bleu_margin: float = 0.05,
                     length_ratio: float = 1.5) -> Dict[str, bool]:
     """Each condition of the rule for one candidate (True = met)."""
     bleu = ratio(row["bleu-4"], standard["bleu-4"])
     return {
         "bleu-4": bleu is not None and bleu >= 1 - bleu_margin - 1e-12,  # x0.90 at a 10% margin passes
-        "lf": (row.get("lf") or 0.0) >= (standard.get("lf") or 0.0),
+        "lf": lf_not_lower(row.get("lf"), standard.get("lf"), standard.get("tokens")),
         "rep-3": row["rep-3"] <= control["rep-3"],
         "length": row["length"] <= length_ratio * control["length"],
     }
@@ -40,7 +57,7 @@ def choose_configuration(valid: Mapping[str, Row], candidates: Sequence[str], st
                          control: str = "control", bleu_margin: float = 0.05, length_ratio: float = 1.5) -> dict:
     """Apply the rule to the validation rows; returns the conditions per candidate and ``chosen``
     (``None`` when no candidate is eligible)."""
-    out = {"rule": (f"validation BLEU-4 >= {1 - bleu_margin:g} x Standard, LF >= Standard, "
+    out = {"rule": (f"validation BLEU-4 >= {1 - bleu_margin:g} x Standard, LF >= Standard less 2 standard errors, "
                     f"rep-3 <= control, length <= {length_ratio:g} x control; then the highest Dist-2"),
            "candidates": {}, "chosen": None}
     base, ctrl = valid[standard], valid[control]
