@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from ..evaluation.readers import FORMATS, HYPOTHESIS_FIELDS, SUBWORD_MODES
 from ..io_utils import InputError
+from ..pneg.backends import add_client_options
 
 PROG = "nd-humaneval"
 
@@ -70,16 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("judge", help="an LLM on an OpenAI-compatible /v1/completions endpoint as annotator llm:NAME")
     s.add_argument("study", help="study file")
-    s.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
-    s.add_argument("--model", required=True, help="model name the server expects")
+    add_client_options(s, required=True)
     s.add_argument("--name", default=None, help="annotator name after llm: (default: --model)")
-    s.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="environment variable holding the API key (default OPENAI_API_KEY; unset = no key)")
-    s.add_argument("--concurrency", type=_int, default=4, help="requests in flight at most (default 4)")
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
-    s.add_argument("--retries", type=_int, default=6, help="retries of a failed request (default 6)")
-    s.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds, doubled each retry")
-    s.add_argument("--backoff-max", type=float, default=60.0, help="longest back-off in seconds")
     s.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
     s.add_argument("--max-tokens", type=_int, default=64, help="answer length limit (default 64)")
     s.add_argument("--seed", type=_int, default=0, help="seed of the order asked first (default 0)")
@@ -142,19 +135,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from ..pneg.backends import OpenAICompletionsBackend, SamplingConfig
+    from ..pneg.backends import SamplingConfig, client_from_args
     from . import store
     from .judge import judge_study
 
     name = args.name or args.model
     if not name or any(c.isspace() for c in name):
         raise InputError(f"--name {name!r}: give the judge a name without spaces (it is stored as llm:NAME)")
-    backend = OpenAICompletionsBackend(
-        args.base_url, args.model, api_key=os.environ.get(args.api_key_env) or None,
-        sampling=SamplingConfig(temperature=args.temperature, frequency_penalty=0.0, presence_penalty=0.0,
-                                max_tokens=args.max_tokens),
-        timeout=args.timeout, max_retries=args.retries, backoff_base=args.backoff, backoff_max=args.backoff_max,
-        concurrency=args.concurrency)
+    backend = client_from_args(args, SamplingConfig(temperature=args.temperature, frequency_penalty=0.0,
+                                                    presence_penalty=0.0, max_tokens=args.max_tokens))
 
     def progress(done, total):
         if not args.quiet:

@@ -14,8 +14,10 @@ transient errors (HTTP 429/5xx, time-outs, malformed answers) and also stops the
 resumes where it stopped when started again.
 """
 
+import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import time
@@ -229,6 +231,30 @@ class OpenAICompletionsBackend(Backend):
 
 
 # Local fairseq language model ----------------------------------------------------------------------
+
+
+def add_client_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """The options of :class:`OpenAICompletionsBackend`'s server and retries, as ``nd-pneg generate``
+    and ``nd-humaneval judge`` both take them (``required``: --base-url and --model)."""
+    parser.add_argument("--base-url", required=required, default=None,
+                        help="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
+    parser.add_argument("--model", required=required, default=None, help="model name the server expects")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="environment variable holding the API key (default OPENAI_API_KEY; unset = no key)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
+    parser.add_argument("--retries", type=int, default=6, help="retries of a failed request (default 6)")
+    parser.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds, doubled each retry")
+    parser.add_argument("--backoff-max", type=float, default=60.0, help="longest back-off in seconds")
+
+
+def client_from_args(args: argparse.Namespace, sampling: SamplingConfig, **options) -> "OpenAICompletionsBackend":
+    """An :class:`OpenAICompletionsBackend` from the options of :func:`add_client_options`; the key
+    is read from the environment variable ``--api-key-env`` names (unset or empty: no key)."""
+    return OpenAICompletionsBackend(
+        args.base_url, args.model, api_key=os.environ.get(args.api_key_env) or None, sampling=sampling,
+        timeout=args.timeout, max_retries=args.retries, backoff_base=args.backoff, backoff_max=args.backoff_max,
+        concurrency=args.concurrency, **options)
 
 
 class FairseqLMBackend(Backend):

@@ -87,17 +87,14 @@ def cmd_prompt(args) -> int:
 
 
 def make_backend(args):
-    from .backends import FairseqLMBackend, OpenAICompletionsBackend, SamplingConfig
+    from .backends import FairseqLMBackend, SamplingConfig, client_from_args
 
     sampling = SamplingConfig(temperature=args.temperature, frequency_penalty=args.frequency_penalty,
                               presence_penalty=args.presence_penalty, max_tokens=args.max_tokens)
     if args.backend == "openai":
         if not args.base_url:
             raise InputError("--base-url is required for --backend openai (e.g. http://localhost:8000/v1)")
-        return OpenAICompletionsBackend(
-            args.base_url, args.model, api_key=os.environ.get(args.api_key_env) or None, sampling=sampling,
-            timeout=args.timeout, max_retries=args.retries, backoff_base=args.backoff,
-            backoff_max=args.backoff_max, concurrency=args.concurrency, send_seed=args.send_seed)
+        return client_from_args(args, sampling, send_seed=args.send_seed)
     if not args.lm_checkpoint:
         raise InputError("--lm-checkpoint is required for --backend fairseq-lm")
     return FairseqLMBackend(args.lm_checkpoint, data=args.lm_data, sampling=sampling, tokenizer=args.lm_tokenizer,

@@ -1,10 +1,12 @@
 """The ``nd-pneg`` command line: :func:`build_parser`, the options of every subcommand.
 
-The commands that run on them are in :mod:`.cli`. Nothing here imports more than the data readers.
+The commands that run on them are in :mod:`.cli`. Nothing here imports more than the data readers and the
+standard-library client (whose options ``nd-humaneval judge`` shares).
 """
 
 import argparse
 
+from .backends import add_client_options
 from .data import DEFAULT_TURN_SEPARATOR, FORMATS
 
 POSITIVE_CHOICES = ("random", "first")  # = candidates.POSITIVE_CHOICES (kept light: no import at start-up)
@@ -65,15 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="results file (JSON lines; an existing one is resumed)")
     s.add_argument("--backend", default="openai", choices=("openai", "fairseq-lm"),
                    help="openai: any OpenAI-compatible /v1/completions server; fairseq-lm: a local checkpoint")
-    s.add_argument("--base-url", default=None, help="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
-    s.add_argument("--model", default=None, help="model name the server expects")
-    s.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="environment variable holding the API key (default OPENAI_API_KEY; unset = no key)")
-    s.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
-    s.add_argument("--retries", type=int, default=6, help="retries of a failed request (default 6)")
-    s.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds, doubled each retry")
-    s.add_argument("--backoff-max", type=float, default=60.0, help="longest back-off in seconds")
+    add_client_options(s)
     s.add_argument("--send-seed", action="store_true", help="send a per-request 'seed' (vLLM, newer OpenAI)")
     s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (PNEG: 0.8)")
     s.add_argument("--frequency-penalty", type=float, default=0.4, help="PNEG: 0.4")
