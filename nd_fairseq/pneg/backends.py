@@ -230,9 +230,6 @@ class OpenAICompletionsBackend(Backend):
         return texts
 
 
-# Local fairseq language model ----------------------------------------------------------------------
-
-
 def add_client_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """The options of :class:`OpenAICompletionsBackend`'s server and retries, as ``nd-pneg generate``
     and ``nd-humaneval judge`` both take them (``required``: --base-url and --model)."""
@@ -248,13 +245,16 @@ def add_client_options(parser: argparse.ArgumentParser, required: bool = False) 
     parser.add_argument("--backoff-max", type=float, default=60.0, help="longest back-off in seconds")
 
 
-def client_from_args(args: argparse.Namespace, sampling: SamplingConfig, **options) -> "OpenAICompletionsBackend":
+def client_from_args(args: argparse.Namespace, sampling: SamplingConfig, **options) -> OpenAICompletionsBackend:
     """An :class:`OpenAICompletionsBackend` from the options of :func:`add_client_options`; the key
     is read from the environment variable ``--api-key-env`` names (unset or empty: no key)."""
     return OpenAICompletionsBackend(
         args.base_url, args.model, api_key=os.environ.get(args.api_key_env) or None, sampling=sampling,
         timeout=args.timeout, max_retries=args.retries, backoff_base=args.backoff, backoff_max=args.backoff_max,
         concurrency=args.concurrency, **options)
+
+
+# Local fairseq language model ----------------------------------------------------------------------
 
 
 class FairseqLMBackend(Backend):
