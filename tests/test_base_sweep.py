@@ -18,12 +18,12 @@ SCRIPT = REPO / "examples" / "chitchat" / "base_sweep.sh"
 def sweep(data_bin, chitchat_text, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
     # 12 updates: validation every 12/12 = 1 update, checkpoints every 12/4 = 3, decoded at 6, 9, 12
-    proc = run_cli(["bash", SCRIPT, data_bin / "full", chitchat_text, out], env={"UPDATES": "12"}, timeout=900)
-    return out, proc
+    run_cli(["bash", SCRIPT, data_bin / "full", chitchat_text, out], env={"UPDATES": "12"}, timeout=900)
+    return out
 
 
 def test_both_points_train_with_their_setting_and_every_checkpoint_is_scored(sweep):
-    out, _ = sweep
+    out = sweep
     logs = {name: (out / f"{name}.train.log").read_text() for name in ("lr4e-3", "dropout0.3")}
     # the settings that differ from the recipe's Standard reached fairseq
     assert "'lr': [0.004]" in logs["lr4e-3"] and "warmup_updates': 400" in logs["lr4e-3"]
@@ -45,7 +45,7 @@ def test_both_points_train_with_their_setting_and_every_checkpoint_is_scored(swe
 
 
 def test_a_second_run_keeps_what_is_done(sweep, data_bin, chitchat_text):
-    out, _ = sweep
+    out = sweep
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.valid.txt")}
     run_cli(["bash", SCRIPT, data_bin / "full", chitchat_text, out], env={"UPDATES": "12"}, timeout=900)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.valid.txt")} == before
