@@ -16,9 +16,10 @@ Recipes
      (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``
      for α 0.5 and 0.3, and each again with ``--nd-pred-skip-eos``), each decoded at its last update;
   5. every system decoded on the validation set; for each decoding mode one α is chosen by the
-     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard, LF not below it,
-     replies that loop no more often than the control's and are at most 1.5 x as long, then the
-     highest Dist-2), before any test output is decoded;
+     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard; against the MLE
+     control: LF not lower beyond its noise, replies that loop no more often, are at most 1.5 x as
+     long and are unique at least as often; then the highest Dist-2), before any test output is
+     decoded;
   6. the test set decoded by Standard, the control and the chosen ND student; nd-eval's Table 3,
      eight test queries with every system's reply, and a verdict line.
 
@@ -438,7 +439,7 @@ class Recipe:
                     failed = [k for k, ok in c["checks"].items() if not ok]
                     lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')}, BLEU-4 x"
                                  f"{fmt(c['bleu-4_ratio'], '.2f')}, rep-3 {fmt(c['rep-3'], '.1%')}, "
-                                 f"length {fmt(c['length'], '.1f')}: "
+                                 f"length {fmt(c['length'], '.1f')}, unique {fmt(c.get('unique'), '.1%')}: "
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,

@@ -2,16 +2,17 @@
 
 import pytest
 
-from nd_fairseq.evaluation.selection import check_candidate, choose_configuration, lf_not_lower, ratio, verdict
+from nd_fairseq.evaluation.selection import (check_candidate, choose_configuration, lf_not_lower, lf_standard_error,
+                                             ratio, verdict)
 
 
-def row(dist2, bleu4, lf=0.001, rep3=0.10, length=10.0):
-    return {"dist-2": dist2, "bleu-4": bleu4, "lf": lf, "rep-3": rep3, "length": length}
+def row(dist2, bleu4, lf=0.001, rep3=0.10, length=10.0, unique=0.30):
+    return {"dist-2": dist2, "bleu-4": bleu4, "lf": lf, "rep-3": rep3, "length": length, "unique": unique}
 
 
 VALID = {
     "standard": row(0.010, 0.0100, lf=0.001, rep3=0.40, length=16.0),
-    "control": row(0.012, 0.0098, lf=0.001, rep3=0.20, length=10.0),
+    "control": row(0.012, 0.0098, lf=0.001, rep3=0.20, length=10.0, unique=0.25),
     # highest Dist-2, but BLEU-4 x0.90 < 0.95: out
     "nd_a0.5": row(0.040, 0.0090),
     # eligible: BLEU-4 x0.96, LF equal, rep-3 0.10 <= 0.20, length 12 <= 15
@@ -22,15 +23,18 @@ VALID = {
     "nd_loop": row(0.035, 0.0100, rep3=0.25),
     # diverse, BLEU fine, but 16 tokens > 1.5 x 10
     "nd_long": row(0.036, 0.0100, length=16.0),
+    # the most diverse with BLEU fine, but short replies given alike: 20% unique < the control's 25%
+    "nd_short": row(0.045, 0.0100, length=4.0, unique=0.20),
 }
 
 
 def test_rule_picks_the_most_diverse_eligible_candidate():
-    sel = choose_configuration(VALID, ["nd_a0.5", "nd_a0.3", "nd_a0.1", "nd_loop", "nd_long"])
+    sel = choose_configuration(VALID, ["nd_a0.5", "nd_a0.3", "nd_a0.1", "nd_loop", "nd_long", "nd_short"])
     assert sel["chosen"] == "nd_a0.3"
     c = sel["candidates"]
-    assert c["nd_a0.5"]["checks"] == {"bleu-4": False, "lf": True, "rep-3": True, "length": True}
+    assert c["nd_a0.5"]["checks"] == {"bleu-4": False, "lf": True, "rep-3": True, "length": True, "unique": True}
     assert c["nd_loop"]["checks"]["rep-3"] is False and c["nd_long"]["checks"]["length"] is False
+    assert c["nd_short"]["checks"] == {"bleu-4": True, "lf": True, "rep-3": True, "length": True, "unique": False}
     assert [n for n in c if c[n]["eligible"]] == ["nd_a0.3", "nd_a0.1"]
     assert c["nd_a0.3"]["bleu-4_ratio"] == pytest.approx(0.96)
 
@@ -43,31 +47,53 @@ def test_margin_and_length_bound_are_parameters():
     assert sel["chosen"] == "nd_long"
 
 
-def test_nothing_eligible_and_lf_below_standard():
+def test_unique_share_equal_to_the_controls_passes():
+    sel = choose_configuration({**VALID, "nd_short": row(0.045, 0.0100, length=4.0, unique=0.25)}, ["nd_a0.3", "nd_short"])
+    assert sel["chosen"] == "nd_short"
+
+
+def test_nothing_eligible_and_lf_below_the_control():
     sel = choose_configuration({**VALID, "nd_lf": row(0.05, 0.0100, lf=0.0005)}, ["nd_a0.5", "nd_lf"])
     assert sel["chosen"] is None
     assert sel["candidates"]["nd_lf"]["checks"]["lf"] is False
     # LF missing on both sides counts as equal (0 >= 0)
-    assert check_candidate(row(0.1, 0.01, lf=None), row(0.1, 0.01, lf=None), row(0.1, 0.01))["lf"]
+    assert check_candidate(row(0.1, 0.01, lf=None), row(0.1, 0.01), row(0.1, 0.01, lf=None))["lf"]
+    # the reference is the control, not Standard: LF 0.0005 against a Standard at 0.001 passes
+    assert check_candidate(row(0.1, 0.01, lf=0.0005), row(0.1, 0.01, lf=0.001), row(0.1, 0.01, lf=0.0005))["lf"]
 
 
-def test_lf_check_allows_the_counting_noise_of_standards_lf():
-    # Standard: LF 0.0002 over 20,000 tokens = 4 rare tokens, sd sqrt(4) = 2 tokens = 0.0001;
+def test_lf_check_allows_the_counting_noise_of_the_controls_lf():
+    # control: LF 0.0002 over 20,000 tokens = 4 rare tokens, sd sqrt(4) = 2 tokens = 0.0001;
     # two sd = 0.0002, so even 0 rare tokens is within the noise
-    assert lf_not_lower(0.0, 0.0002, 20_000)
-    assert not lf_not_lower(0.0, 0.0002)  # no token count: strict
-    # Standard: LF 0.001 over 20,000 tokens = 20 tokens, sd sqrt(20) = 4.47 tokens = 0.000224;
+    assert lf_standard_error({"lf": 0.0002, "tokens": 20_000}) == pytest.approx(0.0001)
+    assert lf_not_lower(0.0, {"lf": 0.0002, "tokens": 20_000})
+    assert not lf_not_lower(0.0, {"lf": 0.0002})  # no token count and no spread: strict
+    # control: LF 0.001 over 20,000 tokens = 20 tokens, sd sqrt(20) = 4.47 tokens = 0.000224;
     # the bound is 0.001 - 0.000447 = 0.000553
-    assert lf_not_lower(0.00056, 0.001, 20_000)
-    assert not lf_not_lower(0.00055, 0.001, 20_000)
-    assert lf_not_lower(None, None, 1000) and lf_not_lower(0.001, 0.001)
-    # in the rule, through the row's "tokens"
-    std = {**VALID["standard"], "lf": 0.0002, "tokens": 20_000}
-    sel = choose_configuration({**VALID, "standard": std, "nd_lf": row(0.05, 0.0100, lf=0.0)}, ["nd_lf"])
+    assert lf_not_lower(0.00056, {"lf": 0.001, "tokens": 20_000})
+    assert not lf_not_lower(0.00055, {"lf": 0.001, "tokens": 20_000})
+    assert lf_not_lower(None, {"lf": None, "tokens": 1000}) and lf_not_lower(0.001, {"lf": 0.001})
+    # in the rule, through the control row's "tokens"
+    ctl = {**VALID["control"], "lf": 0.0002, "tokens": 20_000}
+    sel = choose_configuration({**VALID, "control": ctl, "nd_lf": row(0.05, 0.0100, lf=0.0)}, ["nd_lf"])
     assert sel["chosen"] == "nd_lf"
-    std = {**VALID["standard"], "lf": 0.001, "tokens": 20_000}
-    sel = choose_configuration({**VALID, "standard": std, "nd_lf": row(0.05, 0.0100, lf=0.00055)}, ["nd_lf"])
+    ctl = {**VALID["control"], "lf": 0.001, "tokens": 20_000}
+    sel = choose_configuration({**VALID, "control": ctl, "nd_lf": row(0.05, 0.0100, lf=0.00055)}, ["nd_lf"])
     assert sel["chosen"] is None and sel["candidates"]["nd_lf"]["checks"]["lf"] is False
+
+
+def test_lf_check_allows_the_spread_of_the_controls_lf_between_seeds():
+    # three seeds at LF 0, 0 and 0.0015: mean 0.0005, sd sqrt((2 x 0.0005^2 + 0.001^2) / 2)
+    # = sqrt(0.00000075) = 0.000866, standard error 0.000866 / sqrt(3) = 0.0005, larger than the
+    # counting noise over 60,000 tokens (sqrt(0.0005 / 60,000) = 0.0000913): the bound is
+    # 0.0005 - 2 x 0.0005 < 0, so a candidate at 0 passes
+    ctl = {"lf": 0.0005, "lf_sd": 0.000866, "seeds": 3, "tokens": 60_000}
+    assert lf_standard_error(ctl) == pytest.approx(0.0005, rel=1e-3)
+    assert lf_not_lower(0.0, ctl)
+    # one seed: no spread to read, the counting noise alone (bound 0.0005 - 0.000183 = 0.000317)
+    one = {"lf": 0.0005, "lf_sd": None, "seeds": 1, "tokens": 60_000}
+    assert lf_standard_error(one) == pytest.approx(0.0000913, rel=1e-3)
+    assert not lf_not_lower(0.0003, one) and lf_not_lower(0.00032, one)
 
 
 def test_ratio_and_verdict_line():
