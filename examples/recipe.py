@@ -310,7 +310,7 @@ class Recipe:
                 systems.setdefault(run.system, []).append(evaluate(resp.hypotheses, resp.references, self._counts))
         rows = {}
         for system, results in systems.items():
-            # the rule's LF check needs the token count behind Standard's LF (its counting noise)
+            # the rule's LF check needs the token count and the seeds' spread behind the control's LF (its noise)
             row = {"seeds": len(results), "top_responses": results[0]["top_responses"],
                    "tokens": sum(r["n"] * r["length"] for r in results)}
             for m in METRICS:
@@ -439,7 +439,7 @@ class Recipe:
                     failed = [k for k, ok in c["checks"].items() if not ok]
                     lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')}, BLEU-4 x"
                                  f"{fmt(c['bleu-4_ratio'], '.2f')}, rep-3 {fmt(c['rep-3'], '.1%')}, "
-                                 f"length {fmt(c['length'], '.1f')}, unique {fmt(c.get('unique'), '.1%')}: "
+                                 f"length {fmt(c['length'], '.1f')}, unique {fmt(c['unique'], '.1%')}: "
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,

@@ -48,7 +48,8 @@ def test_margin_and_length_bound_are_parameters():
 
 
 def test_unique_share_equal_to_the_controls_passes():
-    sel = choose_configuration({**VALID, "nd_short": row(0.045, 0.0100, length=4.0, unique=0.25)}, ["nd_a0.3", "nd_short"])
+    as_unique = row(0.045, 0.0100, length=4.0, unique=0.25)  # 25%: the control's share exactly
+    sel = choose_configuration({**VALID, "nd_short": as_unique}, ["nd_a0.3", "nd_short"])
     assert sel["chosen"] == "nd_short"
 
 
