@@ -189,6 +189,44 @@ def test_skip_eos_removes_end_of_sentence_from_the_negative_targets(data_bin, te
     assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
 
 
+@pytest.mark.parametrize("target", ["soft", "hard"])
+def test_eos_weight_scales_end_of_sentence_as_a_negative_target(data_bin, teacher_checkpoint, batch, target):
+    _, task, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-pred-eos-weight", "0.25",
+        "--nd-negative-target", target))
+    eos = task.target_dictionary.eos()
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch["net_input"])[0]
+        teacher_logits = criterion.teacher.model(**batch["net_input"])[0]
+        mask = batch["target"].ne(task.target_dictionary.pad())
+        p_s = torch.softmax(logits.double(), -1)
+        if target == "soft":
+            p_n = torch.softmax(teacher_logits.double(), -1)
+            p_n[..., eos] *= 0.25  # a quarter of the teacher's </s> mass is a negative target
+            by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
+        else:
+            greedy = teacher_logits.argmax(-1)
+            assert (mask & greedy.eq(eos)).any()  # the case the flag is about occurs in this batch
+            weight = torch.where(greedy.eq(eos), 0.25, 1.0).double()
+            p_c = p_s.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+            by_hand = -(weight * torch.log(1 - p_c))[mask].sum() / mask.sum()
+    model.train()
+    criterion.set_alpha(1.0)
+    with torch.no_grad():
+        _, sample_size, log = criterion(model, batch)
+    assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nd-pred-eos-weight", "1.5"], r"--nd-pred-eos-weight must be in \[0, 1\], got 1.5"),
+    (["--nd-pred-skip-eos", "--nd-pred-eos-weight", "0.5"], r"--nd-pred-skip-eos is --nd-pred-eos-weight 0"),
+])
+def test_eos_weight_out_of_range_or_doubled_is_refused(data_bin, teacher_checkpoint, flags, message):
+    with pytest.raises(InputError, match=message):
+        build_training(student_argv(data_bin, teacher_checkpoint, *flags))
+
+
 def test_missing_teacher_is_a_clear_error(data_bin, tmp_path):
     missing = tmp_path / "nope.pt"
     with pytest.raises(InputError, match=r"teacher checkpoint .*nope\.pt does not exist"):

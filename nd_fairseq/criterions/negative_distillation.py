@@ -71,7 +71,11 @@ class NegativeDistillationCriterionConfig(DialogueCriterionConfig):
     nd_pred_weight: float = field(
         default=1.0, metadata={"help": "weight of L_pred inside Eq. 13 (paper: 1; docs/method.md §7)"})
     nd_pred_skip_eos: bool = field(
-        default=False, metadata={"help": "leave </s> out of the negative targets of L_pred (docs/method.md §11)"})
+        default=False, metadata={"help": "leave </s> out of the negative targets of L_pred, i.e. "
+                                         "--nd-pred-eos-weight 0 (docs/method.md §11)"})
+    nd_pred_eos_weight: float = field(
+        default=1.0, metadata={"help": "weight in [0, 1] of </s> as a negative target of L_pred: 1 keeps the "
+                                       "teacher's </s> (paper), 0 leaves it out (docs/method.md §4)"})
     nd_negative_target: NEGATIVE_TARGETS = field(
         default="soft", metadata={"help": "L_pred's target (Table 9): the teacher's distributions (soft), its "
                                           "greedy tokens (hard), or a D_N response (random)"})
@@ -101,7 +105,8 @@ class NegativeDistillationCriterion(DialogueCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  nd_teacher_path=None, nd_temperature=1.0, nd_no_pred_loss=False, nd_no_hid_loss=False,
-                 nd_no_att_loss=False, nd_pred_weight=1.0, nd_pred_skip_eos=False, nd_negative_target="soft",
+                 nd_no_att_loss=False, nd_pred_weight=1.0, nd_pred_skip_eos=False, nd_pred_eos_weight=1.0,
+                 nd_negative_target="soft",
                  nd_attention="scores", nd_hidden="raw", nd_external_negatives_weight=0.0, nd_compile=False,
                  seed=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
@@ -109,6 +114,10 @@ class NegativeDistillationCriterion(DialogueCriterion):
                                            "(the task supplies the α schedule)")
         require(nd_temperature > 0, f"--nd-temperature {nd_temperature} must be > 0")
         require(nd_pred_weight >= 0, f"--nd-pred-weight must be >= 0, got {nd_pred_weight}")
+        require(0.0 <= nd_pred_eos_weight <= 1.0,
+                f"--nd-pred-eos-weight must be in [0, 1], got {nd_pred_eos_weight}")
+        require(not (nd_pred_skip_eos and nd_pred_eos_weight != 1.0),
+                "--nd-pred-skip-eos is --nd-pred-eos-weight 0: give one of the two")
         require(nd_external_negatives_weight >= 0,
                 f"--nd-external-negatives-weight {nd_external_negatives_weight} must be >= 0")
         self.temperature = float(nd_temperature)
@@ -116,7 +125,8 @@ class NegativeDistillationCriterion(DialogueCriterion):
         self.use_hid = not nd_no_hid_loss
         self.use_att = not nd_no_att_loss
         self.pred_weight = float(nd_pred_weight)
-        self.pred_skip_eos = bool(nd_pred_skip_eos)
+        # the weight of </s> among the negative targets; --nd-pred-skip-eos is weight 0
+        self.pred_eos_weight = 0.0 if nd_pred_skip_eos else float(nd_pred_eos_weight)
         self.negative_target = str(nd_negative_target)
         self.attention_features = str(nd_attention)
         self.hidden_features = str(nd_hidden)
@@ -250,9 +260,16 @@ class NegativeDistillationCriterion(DialogueCriterion):
             return greedy.view_as(sample["target"])
         logits = logits.float()
         probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=-1)
-        if self.pred_skip_eos:
-            probs[:, self.eos] = 0.0
+        if self.pred_eos_weight != 1.0:
+            probs[:, self.eos] *= self.pred_eos_weight
         return probs
+
+    def _eos_weights(self, negative_tokens: Tensor) -> Optional[Tensor]:
+        """Per-position weights of hard negatives: ``--nd-pred-eos-weight`` where the negative is </s>."""
+        if self.pred_eos_weight == 1.0:
+            return None
+        weights = torch.ones(negative_tokens.shape, dtype=torch.float32, device=negative_tokens.device)
+        return weights.masked_fill(negative_tokens.eq(self.eos), self.pred_eos_weight)
 
     def _target_rows(self, target: Tensor) -> Tensor:
         """Indices of the real target positions in ``target`` flattened to (B * T,)."""
@@ -286,13 +303,12 @@ class NegativeDistillationCriterion(DialogueCriterion):
                 student_rows = student_lp.reshape(-1, student_lp.size(-1)).index_select(0, rows)
                 terms["pred"] = soft_unlikelihood(student_rows, teacher_targets, compiled=self.compiled) / ntokens
             elif self.negative_target == "hard":
-                keep = target_mask & teacher_targets.ne(self.eos) if self.pred_skip_eos else target_mask
-                terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, keep) / ntokens
+                terms["pred"] = hard_unlikelihood(student_lp, teacher_targets, target_mask,
+                                                  self._eos_weights(teacher_targets)) / ntokens
             else:
                 negative, has = self._random_negatives(target)
-                if self.pred_skip_eos:
-                    has = has & negative.ne(self.eos)
-                terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask) / ntokens
+                terms["pred"] = hard_unlikelihood(student_lp, negative, has & target_mask,
+                                                  self._eos_weights(negative)) / ntokens
 
         if self.use_hid:
             # inner_states: [embedding output, layer 1, ..., layer L], each T x B x C
