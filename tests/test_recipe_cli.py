@@ -81,7 +81,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
             (["--baselines", "ablations", "--alphas", "0.5"],
              "--ablate a0.3_noeos: not an ND candidate of this run (a0.5); name one of them"),
             (["--baselines", "ablations", "--ablate", "a0.7"],
-             "--ablate a0.7: not an ND candidate of this run (a0.5, a0.3, a0.5_noeos, a0.3_noeos)"),
+             "--ablate a0.7: not an ND candidate of this run (a0.5, a0.3, a0.5_noeos, a0.3_noeos, a0.3_eos0.25)"),
             (["--baselines", "ablations", "--ablation-seeds", "2"], "--ablation-seeds 2: each must be one of --seeds (1)"),
             (["--recipe", "paper", "--baselines", "paper"], "--baselines paper: under --recipe paper")):
         proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path / "w", *args], check=False)
@@ -99,11 +99,16 @@ def test_candidates_are_the_alphas_then_the_named_ones():
     assert a.candidates == {
         "nd_a0.5": ["--fixed-alpha", "0.5", *recipe.ND_FLAGS],
         "nd_a0.3_noeos": ["--fixed-alpha", "0.3", "--nd-pred-skip-eos", *recipe.ND_FLAGS]}
-    # the scale's own candidates come with its α list: α 0.5 and 0.3, each also without </s>
-    assert list(recipe.parse_args([]).candidates) == ["nd_a0.5", "nd_a0.3", "nd_a0.5_noeos", "nd_a0.3_noeos"]
+    # the scale's own candidates come with its α list: α 0.5 and 0.3, each also without </s>, and
+    # α 0.3 with </s> weighing a quarter
+    assert list(recipe.parse_args([]).candidates) == ["nd_a0.5", "nd_a0.3", "nd_a0.5_noeos", "nd_a0.3_noeos",
+                                                      "nd_a0.3_eos0.25"]
+    assert recipe.parse_args([]).candidates["nd_a0.3_eos0.25"][:4] == ["--fixed-alpha", "0.3", "--nd-pred-eos-weight",
+                                                                       "0.25"]
     assert recipe.parse_args([]).candidates["nd_a0.3_noeos"][:3] == ["--fixed-alpha", "0.3", "--nd-pred-skip-eos"]
     r = recipe.Recipe.__new__(recipe.Recipe)
     assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (α 0.3, no </s>)" and r.label("nd_x") == "ND (x)"
+    assert r.label("nd_a0.3_eos0.25") == "ND (α 0.3, </s> x 0.25)" and r.label("nd_a0.3_eosx") == "ND (a0.3_eosx)"
     assert r.label("nd_paper") == "ND, paper recipe" and r.label("control") == "MLE control"
     assert [r.label(s) for s in ("ul", "nt", "face")] == ["UL", "NT", "FACE"]
     assert r.label("nd_a0.3_noeos_no_pred") == "ND (α 0.3, no </s>) w/o L_pred"
