@@ -161,10 +161,14 @@ def test_soft_target_against_hand_assembled_soft_unlikelihood(data_bin, teacher_
 
 
 @pytest.mark.parametrize("target", ["soft", "hard"])
-def test_skip_eos_removes_end_of_sentence_from_the_negative_targets(data_bin, teacher_checkpoint, batch, target):
+@pytest.mark.parametrize("flags, eos_weight", [
+    (["--nd-pred-skip-eos"], 0.0),  # </s> is not a negative token
+    (["--nd-pred-eos-weight", "0.25"], 0.25),  # it counts a quarter
+])
+def test_eos_weight_scales_end_of_sentence_as_a_negative_target(data_bin, teacher_checkpoint, batch, target,
+                                                                 flags, eos_weight):
     _, task, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-pred-skip-eos",
-        "--nd-negative-target", target))
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", *flags, "--nd-negative-target", target))
     eos = task.target_dictionary.eos()
     model.eval()
     with torch.no_grad():
@@ -174,41 +178,12 @@ def test_skip_eos_removes_end_of_sentence_from_the_negative_targets(data_bin, te
         p_s = torch.softmax(logits.double(), -1)
         if target == "soft":
             p_n = torch.softmax(teacher_logits.double(), -1)
-            p_n[..., eos] = 0.0  # </s> is not a negative token
-            by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
-        else:
-            greedy = teacher_logits.argmax(-1)
-            keep = mask & greedy.ne(eos)
-            assert (mask & greedy.eq(eos)).any()  # the case the flag is about occurs in this batch
-            p_c = p_s.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
-            by_hand = -torch.log(1 - p_c)[keep].sum() / mask.sum()
-    model.train()
-    criterion.set_alpha(1.0)
-    with torch.no_grad():
-        _, sample_size, log = criterion(model, batch)
-    assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
-
-
-@pytest.mark.parametrize("target", ["soft", "hard"])
-def test_eos_weight_scales_end_of_sentence_as_a_negative_target(data_bin, teacher_checkpoint, batch, target):
-    _, task, model, criterion = build_training(student_argv(
-        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-pred-eos-weight", "0.25",
-        "--nd-negative-target", target))
-    eos = task.target_dictionary.eos()
-    model.eval()
-    with torch.no_grad():
-        logits = model(**batch["net_input"])[0]
-        teacher_logits = criterion.teacher.model(**batch["net_input"])[0]
-        mask = batch["target"].ne(task.target_dictionary.pad())
-        p_s = torch.softmax(logits.double(), -1)
-        if target == "soft":
-            p_n = torch.softmax(teacher_logits.double(), -1)
-            p_n[..., eos] *= 0.25  # a quarter of the teacher's </s> mass is a negative target
+            p_n[..., eos] *= eos_weight
             by_hand = -(p_n * torch.log(1 - p_s)).sum(-1)[mask].sum() / mask.sum()
         else:
             greedy = teacher_logits.argmax(-1)
             assert (mask & greedy.eq(eos)).any()  # the case the flag is about occurs in this batch
-            weight = torch.where(greedy.eq(eos), 0.25, 1.0).double()
+            weight = torch.where(greedy.eq(eos), eos_weight, 1.0).double()
             p_c = p_s.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
             by_hand = -(weight * torch.log(1 - p_c))[mask].sum() / mask.sum()
     model.train()
