@@ -74,8 +74,8 @@ class NegativeDistillationCriterionConfig(DialogueCriterionConfig):
         default=False, metadata={"help": "leave </s> out of the negative targets of L_pred, i.e. "
                                          "--nd-pred-eos-weight 0 (docs/method.md §11)"})
     nd_pred_eos_weight: float = field(
-        default=1.0, metadata={"help": "weight in [0, 1] of </s> as a negative target of L_pred: 1 keeps the "
-                                       "teacher's </s> (paper), 0 leaves it out (docs/method.md §4)"})
+        default=1.0, metadata={"help": "weight in [0, 1] of </s> as a negative target of L_pred: 1 (paper), "
+                                       "0 = --nd-pred-skip-eos (docs/method.md §4)"})
     nd_negative_target: NEGATIVE_TARGETS = field(
         default="soft", metadata={"help": "L_pred's target (Table 9): the teacher's distributions (soft), its "
                                           "greedy tokens (hard), or a D_N response (random)"})
