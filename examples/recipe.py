@@ -79,7 +79,7 @@ ABLATION_LABELS = {"no_pred": "L_pred", "no_att": "L_att", "no_hid": "L_hid"}
 # (--nd-pred-eos-weight 0.25): on the new base the plain candidates lengthen greedy replies and make
 # them loop; those without </s> were chosen on the validation set of seeds 2-3 (RESULTS.md §8.4).
 # Their beam-5 replies are short and less often unique than the control's (seeds 4-9); the quarter
-# weight was added on the validation rows of seeds 1-3, before seeds 10-12 ran (RESULTS.md §8.12).
+# weight was added on the validation rows of seeds 1-3, before seeds 10-12 ran (RESULTS.md §8.11).
 EOS_CANDIDATES = {**{f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")},
                   "a0.3_eos0.25": ["--fixed-alpha", "0.3", "--nd-pred-eos-weight", "0.25"]}
 SCALES = {
