@@ -22,7 +22,9 @@ Recipes
      long and are unique at least as often; then the highest Dist-2), before any test output is
      decoded;
   6. the test set decoded by Standard, the control and the chosen ND student; nd-eval's Table 3,
-     eight test queries with every system's reply, and a verdict line.
+     eight test queries with every system's reply, and a verdict line. Where no candidate meets the
+     rule, the scale's reference candidate (``a0.3_noeos`` at cpu scale; the last one listed when it
+     is not among them) is decoded and shown instead, marked "shown, not chosen".
 
 ``paper`` (the paper's setting, meant for paper-scale runs, ``--scale paper``): ND students from
 scratch with the progressive α schedule (λ = 4, γ = half the run), the checkpoint with the lowest
@@ -85,14 +87,24 @@ EOS_CANDIDATES = {**{f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] f
 SCALES = {
     "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
                 finetune_updates=300, max_tokens=4096, lr="2e-3", warmup=200, finetune_lr="4e-4",
-                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=EOS_CANDIDATES, ablate="a0.3_noeos",
+                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=EOS_CANDIDATES, reference="a0.3_noeos",
                 prepare=["--max-units", "2500", "--max-length", "32", "--truncate", "--max-test-pairs", "1000",
                          "--max-valid-pairs", "1000"]),
     "paper": dict(arch="transformer_nd_dialog", vocab=16000, updates=50000, teacher_updates=50000,
                   finetune_updates=5000, max_tokens=8192, lr="5e-4", warmup=4000, finetune_lr="1e-4",
-                  base=[], alphas=["0.5", "0.3", "0.1"], candidates={}, ablate="a0.3",
+                  base=[], alphas=["0.5", "0.3", "0.1"], candidates={}, reference="a0.3",
                   prepare=["--max-length", "64", "--truncate"]),
 }
+
+
+def shown_candidate(chosen: Optional[str], candidates: List[str], reference: str) -> str:
+    """The ND student a decoding mode's Table-3 block shows: the chosen one; where the rule chose
+    none, the scale's reference candidate, or the last one listed when the reference is not among
+    them. Fixed here, not by the validation rows, so that what is shown unchosen is the same run
+    whatever the others did (a larger list of candidates does not change it)."""
+    if chosen is not None:
+        return chosen
+    return reference if reference in candidates else candidates[-1]
 
 
 def fmt(value, spec: str) -> str:
@@ -404,7 +416,8 @@ class Recipe:
                 picked = choice[mode]["chosen"]
                 self.say(f"{mode}: chosen on the validation set: {picked and self.label(picked) or 'none'} "
                          f"({choice[mode]['rule']})")
-            shown = {mode: ["standard", "control", choice[mode]["chosen"] or cands[-1]] for mode in modes}
+            shown = {mode: ["standard", "control", shown_candidate(choice[mode]["chosen"], cands, a.reference)]
+                     for mode in modes}
         else:
             self.schedule(runs, lambda r: (self.train(r), r.system in extra and self.decode(r, "valid", modes)))
             choice = {}
@@ -587,10 +600,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.baselines = list(dict.fromkeys(a.baselines))
     if a.recipe == "paper" and "paper" in a.baselines:
         p.error("--baselines paper: under --recipe paper the paper-recipe student is the recipe's own; leave it out")
+    a.reference = f"nd_{scale['reference']}"  # shown where the rule chooses no candidate
     if a.recipe == "paper":
         a.ablate = "nd_paper"
     else:
-        name = a.ablate or scale["ablate"]
+        name = a.ablate or scale["reference"]
         a.ablate = name if name.startswith("nd_") else f"nd_{name}"
         if "ablations" in a.baselines and a.ablate not in a.candidates:
             given = ", ".join(c[3:] for c in a.candidates)

@@ -193,6 +193,36 @@ def test_eos_weight_scales_end_of_sentence_as_a_negative_target(data_bin, teache
     assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
 
 
+def test_eos_weight_scales_end_of_sentence_of_a_random_negative(data_bin, teacher_checkpoint, batch):
+    _, task, model, criterion = build_training(student_argv(
+        data_bin, teacher_checkpoint, "--nd-no-hid-loss", "--nd-no-att-loss", "--nd-pred-eos-weight", "0.25",
+        "--nd-negative-target", "random", "--negative-data", data_bin / "negative"))
+    eos, target = task.target_dictionary.eos(), batch["target"]
+    mask = target.ne(task.target_dictionary.pad())
+    # a draw whose negative ends (</s>) inside its row's target, so the weight has a position to act on
+    for draw in range(200):
+        criterion._draws = draw
+        negative, has = criterion._random_negatives(target)
+        if (negative.eq(eos) & has & mask).any():
+            break
+    else:
+        pytest.fail("no drawn negative ends within its target in 200 draws")
+    model.eval()
+    with torch.no_grad():
+        p_s = torch.softmax(model(**batch["net_input"])[0].double(), -1)
+        p_c = p_s.gather(-1, negative.unsqueeze(-1)).squeeze(-1)
+        weight = torch.where(negative.eq(eos), 0.25, 1.0).double()
+        by_hand = -(weight * torch.log(1 - p_c))[has & mask].sum() / mask.sum()
+        unweighted = -torch.log(1 - p_c)[has & mask].sum() / mask.sum()
+    model.train()
+    criterion.set_alpha(1.0)
+    criterion._draws = draw  # the criterion draws the same negatives again
+    with torch.no_grad():
+        _, sample_size, log = criterion(model, batch)
+    assert float(log["pred"]) / sample_size == pytest.approx(float(by_hand), rel=1e-4)
+    assert float(by_hand) < float(unweighted)  # the weight changed the figure
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--nd-pred-eos-weight", "1.5"], r"--nd-pred-eos-weight must be in \[0, 1\], got 1.5"),
     (["--nd-pred-skip-eos", "--nd-pred-eos-weight", "0.5"], r"--nd-pred-skip-eos is --nd-pred-eos-weight 0"),

@@ -119,6 +119,27 @@ def test_candidates_are_the_alphas_then_the_named_ones():
     assert a.ablation_seeds == [2] and a.ablate == "nd_a0.3_noeos" and a.baselines == ["ablations", "nt"]
 
 
+def test_where_no_candidate_is_chosen_the_reference_one_is_shown():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nd_recipe", REPO / "examples" / "recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    defaults = recipe.parse_args([])
+    cands = list(defaults.candidates)
+    assert defaults.reference == "nd_a0.3_noeos" and cands[-1] == "nd_a0.3_eos0.25"
+    # the rule's choice wins; with none, the reference, not the last candidate of the list
+    assert recipe.shown_candidate("nd_a0.5", cands, defaults.reference) == "nd_a0.5"
+    assert recipe.shown_candidate(None, cands, defaults.reference) == "nd_a0.3_noeos"
+    # --alphas leaves the reference out: then the last α given
+    only = recipe.parse_args(["--alphas", "0.5", "0.2"])
+    assert recipe.shown_candidate(None, list(only.candidates), only.reference) == "nd_a0.2"
+    # --ablate names what is ablated, not what is shown
+    other = recipe.parse_args(["--baselines", "ablations", "--ablate", "a0.5"])
+    assert other.ablate == "nd_a0.5" and other.reference == "nd_a0.3_noeos"
+    assert recipe.parse_args(["--scale", "paper"]).reference == "nd_a0.3"
+
+
 def test_sigterm_stops_the_runs_and_a_rerun_resumes(tmp_path):
     work = tmp_path / "work"
     args = ["bash", str(REPO / "examples" / "pipeline.sh"), "--work", str(work), *TINY, "--updates", "400",
