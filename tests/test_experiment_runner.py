@@ -2,6 +2,7 @@
 CLI tests' business)."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,27 @@ def test_paired_bootstrap_ratio(bootstrap):
     assert low < ratio < high and 0.0 < share < 1.0
     with pytest.raises(ValueError):
         bootstrap.bootstrap_ratio([[0.1, 0.2]], [[0.1]])
+
+
+def test_paired_bootstrap_splits_off_the_brevity_penalty(bootstrap, tmp_path, capsys):
+    # the recipe's file names (WORK/generate/NAME.sSEED.MODE.SUBSET.txt); two test queries
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "train.response").write_text("a b c d e f\nx y z w\n")
+    gen = tmp_path / "generate"
+    gen.mkdir()
+    refs = ["a b c d e f", "x y z w"]
+    for name, hyps in (("standard", ["a b c d e f", "x y z w"]), ("nd", ["a b c d", "x y z w"])):
+        lines = [f"T-{i}\t{r}\nH-{i}\t-0.1\t{h}\n" for i, (r, h) in enumerate(zip(refs, hyps))]
+        (gen / f"{name}.s1.beam5.test.txt").write_text("".join(lines))
+    assert bootstrap.main(["--out", str(tmp_path), "--a", "standard", "--b", "nd", "--seeds", "1",
+                           "--mode", "beam5", "--samples", "200"]) == 0
+    out = capsys.readouterr().out
+    # "a b c d" against a 6-token reference: every n-gram precision is 1, the penalty exp(1 - 6/4)
+    bp = math.exp(-0.5)
+    assert f"nd seed 1: BLEU-4 {(bp + 1) / 2:.4f}, brevity penalty {(bp + 1) / 2:.3f}, without it 1.0000" in out
+    assert "standard seed 1: BLEU-4 1.0000, brevity penalty 1.000, without it 1.0000" in out
+    assert f"BLEU-4 nd / standard (beam5, test, seeds [1]): ×{(bp + 1) / 2:.3f}" in out
+    # without the penalty the two systems are equal on every resample
+    assert "BLEU-4 without the brevity penalty nd / standard (beam5, test, seeds [1]): ×1.000, 95% interval " \
+           "over 200 paired resamples of the sentences [1.000, 1.000]" in out
+    assert bootstrap.without_brevity_penalty([0.3, 0.0], [0.5, 0.0]) == [0.6, 0.0]

@@ -3,14 +3,21 @@
 
     python examples/chitchat/paired_bootstrap.py --out results/chitchat --a standard --b nd_a03 \\
         --seeds 1 2 3 --mode greedy
+    python examples/chitchat/paired_bootstrap.py --out work/chitchat --b nd_a0.3_noeos --mode beam5
 
-Reads the runner's generations (``GEN/{system}.s{seed}.{mode}.txt``) of two systems on the same
-test queries, scores every sentence with nd-eval's smoothed sentence BLEU-4, and resamples the test
+Reads the generations of two systems on the same test queries, made by the experiment runner
+(``OUT/generate/{system}.s{seed}.{mode}.txt``) or by examples/pipeline.sh (``WORK/generate/
+{system}.s{seed}.{mode}.{subset}.txt``), scores every sentence with nd-eval's smoothed sentence
+BLEU-4, and resamples the test
 sentences (the same resampled indices for both systems and every seed, so the comparison stays
 paired). It prints the ratio of the seed-averaged mean BLEU-4 (B / A), its 95% interval over the
 resamples, and the share of resamples where the ratio is at least ``1 - --margin``. The seeds'
 own spread is not resampled: the runner's tables show it. Also printed per seed: the number of
-generated low-frequency tokens behind each LF figure (LF is a share of a few ten thousand tokens).
+generated low-frequency tokens behind each LF figure (LF is a share of a few ten thousand tokens),
+and the two factors of BLEU-4: sentence BLEU-4 is the brevity penalty exp(1 - |r|/|h|) (1 when the
+reply is at least as long as the reference) times the smoothed n-gram precisions, so a system whose
+replies are shorter loses BLEU-4 to the penalty alone. The same bootstrap is run on the precisions
+without the penalty: where the two ratios differ, length is the difference.
 """
 
 import argparse
@@ -47,22 +54,36 @@ def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], 
     return float(ratio), float(low), float(high), float(np.mean(ratios >= 1 - margin))
 
 
-def sentence_scores(path: Path, counts) -> Tuple[List[float], int, int]:
-    """Sentence BLEU-4 of every response in a generate output, and (low-frequency tokens, tokens)."""
+def without_brevity_penalty(scores: Sequence[float], penalties: Sequence[float]) -> List[float]:
+    """Sentence BLEU divided by its brevity penalty: the smoothed precisions' geometric mean alone
+    (0 where the score is 0, e.g. an empty reply, whose penalty is 0 too)."""
+    return [s / bp if bp > 0 else 0.0 for s, bp in zip(scores, penalties)]
+
+
+def sentence_scores(path: Path, counts) -> Tuple[List[float], List[float], int, int]:
+    """Sentence BLEU-4 and brevity penalty of every response in a generate output, and
+    (low-frequency tokens, tokens)."""
     from nd_fairseq.evaluation import read_responses
-    from nd_fairseq.evaluation.metrics import low_frequency_count, sentence_bleu, tokenize
+    from nd_fairseq.evaluation.metrics import brevity_penalty, low_frequency_count, sentence_bleu, tokenize
 
     resp = read_responses(str(path))
     hyps = [tokenize(h) for h in resp.hypotheses]
     refs = [tokenize(r) for r in resp.references]
     scores = [sentence_bleu(h, r, 4) for h, r in zip(hyps, refs)]
+    penalties = [brevity_penalty(len(h), len(r)) for h, r in zip(hyps, refs)]
     low, tokens = low_frequency_count(hyps, counts)
-    return scores, low, tokens
+    return scores, penalties, low, tokens
+
+
+def generation_path(gen: Path, name: str, mode: str, subset: str) -> Path:
+    """The recipe's output name where it exists, else the experiment runner's."""
+    recipe = gen / f"{name}.{mode}.{subset}.txt"
+    return recipe if recipe.exists() else generation_file(gen, name, mode, subset)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="the runner's --out directory")
+    p.add_argument("--out", required=True, help="the runner's --out or the recipe's --work directory")
     p.add_argument("--a", default="standard")
     p.add_argument("--b", required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
@@ -76,18 +97,22 @@ def main(argv=None) -> int:
     out = Path(args.out)
     counts = read_train_counts(str(out / "text" / "train.response"))
     rows = {args.a: [], args.b: []}
+    precisions = {args.a: [], args.b: []}
     for system in rows:
         for seed in args.seeds:
-            path = generation_file(out / "generate", f"{system}.s{seed}", args.mode, args.subset)
+            path = generation_path(out / "generate", f"{system}.s{seed}", args.mode, args.subset)
             if not path.exists():
-                p.error(f"{path} not found: run the runner for {system} seed {seed} first")
-            scores, low, tokens = sentence_scores(path, counts)
+                p.error(f"{path} not found: run the runner or the recipe for {system} seed {seed} first")
+            scores, penalties, low, tokens = sentence_scores(path, counts)
             rows[system].append(scores)
-            print(f"{system} seed {seed}: BLEU-4 {np.mean(scores):.4f}, LF {low}/{tokens} tokens")
-    ratio, low, high, share = bootstrap_ratio(rows[args.a], rows[args.b], args.samples, margin=args.margin)
-    print(f"BLEU-4 {args.b} / {args.a} ({args.mode}, {args.subset}, seeds {args.seeds}): ×{ratio:.3f}, "
-          f"95% interval over {args.samples} paired resamples of the sentences [{low:.3f}, {high:.3f}]; "
-          f"ratio >= {1 - args.margin:.2f} in {share:.1%} of resamples")
+            precisions[system].append(without_brevity_penalty(scores, penalties))
+            print(f"{system} seed {seed}: BLEU-4 {np.mean(scores):.4f}, brevity penalty {np.mean(penalties):.3f}, "
+                  f"without it {np.mean(precisions[system][-1]):.4f}; LF {low}/{tokens} tokens")
+    for what, table in (("BLEU-4", rows), ("BLEU-4 without the brevity penalty", precisions)):
+        ratio, low, high, share = bootstrap_ratio(table[args.a], table[args.b], args.samples, margin=args.margin)
+        print(f"{what} {args.b} / {args.a} ({args.mode}, {args.subset}, seeds {args.seeds}): ×{ratio:.3f}, "
+              f"95% interval over {args.samples} paired resamples of the sentences [{low:.3f}, {high:.3f}]; "
+              f"ratio >= {1 - args.margin:.2f} in {share:.1%} of resamples")
     return 0
 
 
