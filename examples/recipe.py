@@ -17,7 +17,7 @@ Recipes
      for α 0.5 and 0.3, each again with ``--nd-pred-skip-eos``, and α 0.3 with
      ``--nd-pred-eos-weight 0.25``), each decoded at its last update;
   5. every system decoded on the validation set; for each decoding mode one α is chosen by the
-     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard; against the MLE
+     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard on the median seed; against the MLE
      control: LF not lower beyond its noise, replies that loop no more often, are at most 1.5 x as
      long and are unique at least as often; then the highest Dist-2), before any test output is
      decoded;
@@ -319,15 +319,18 @@ class Recipe:
         if not hasattr(self, "_counts"):
             self._counts = read_train_counts(str(self.text / "train.response"))
         systems: Dict[str, List[dict]] = {}
+        seeds: Dict[str, List[int]] = {}
         for run in runs:
             path = self.generation(run, mode, subset)
             if path.exists():
                 resp = read_responses(str(path))
                 systems.setdefault(run.system, []).append(evaluate(resp.hypotheses, resp.references, self._counts))
+                seeds.setdefault(run.system, []).append(run.seed)
         rows = {}
         for system, results in systems.items():
-            # the rule's LF check needs the token count and the seeds' spread behind the control's LF (its noise)
-            row = {"seeds": len(results), "top_responses": results[0]["top_responses"],
+            # the rule's LF check needs the token count and the seeds' spread behind the control's LF (its
+            # noise); its BLEU-4 check pairs the seeds (``seed_ids``, in the order of the ``_runs`` lists)
+            row = {"seeds": len(results), "seed_ids": seeds[system], "top_responses": results[0]["top_responses"],
                    "tokens": sum(r["n"] * r["length"] for r in results)}
             for m in METRICS:
                 vals = [r[m] for r in results if r.get(m) is not None]

@@ -3,7 +3,7 @@
 import pytest
 
 from nd_fairseq.evaluation.selection import (check_candidate, choose_configuration, lf_not_lower, lf_standard_error,
-                                             ratio, verdict)
+                                             median_seed_ratio, ratio, verdict)
 
 
 def row(dist2, bleu4, lf=0.001, rep3=0.10, length=10.0, unique=0.30):
@@ -95,6 +95,39 @@ def test_lf_check_allows_the_spread_of_the_controls_lf_between_seeds():
     one = {"lf": 0.0005, "lf_sd": None, "seeds": 1, "tokens": 60_000}
     assert lf_standard_error(one) == pytest.approx(0.0000913, rel=1e-3)
     assert not lf_not_lower(0.0003, one) and lf_not_lower(0.00032, one)
+
+
+def seeds_row(bleu_by_seed, **kw):
+    """A row as the recipe's table makes it over seeds: the means, the per-seed BLEU-4 and which seed."""
+    out = row(kw.pop("dist2", 0.03), sum(bleu_by_seed.values()) / len(bleu_by_seed), **kw)
+    out.update({"bleu-4_runs": list(bleu_by_seed.values()), "seed_ids": list(bleu_by_seed), "seeds": len(bleu_by_seed)})
+    return out
+
+
+def test_bleu_check_is_on_the_median_seed():
+    # the beam-5 validation BLEU-4 of seeds 10-12 (RESULTS.md §8.12): Standard .0112 / .0100 / .0080,
+    # the student .0102 / .0087 / .0110. Ratio of the means .0299 / .0292 = 1.024 would pass; the
+    # per-seed ratios are .911, .870 and 1.375, so the median seed is at .911 < 0.95
+    std = seeds_row({10: 0.0112, 11: 0.0100, 12: 0.0080}, lf=0.0, rep3=0.2, length=8.0)
+    nd = seeds_row({10: 0.0102, 11: 0.0087, 12: 0.0110}, lf=0.0)
+    assert ratio(nd["bleu-4"], std["bleu-4"]) == pytest.approx(0.0299 / 0.0292)
+    assert median_seed_ratio(nd, std) == pytest.approx(0.0102 / 0.0112)
+    valid = {"standard": std, "control": seeds_row({10: 0.01, 11: 0.01, 12: 0.01}, lf=0.0, rep3=0.2, length=8.0),
+             "nd": nd}
+    sel = choose_configuration(valid, ["nd"])
+    assert sel["chosen"] is None and sel["candidates"]["nd"]["checks"]["bleu-4"] is False
+    assert sel["candidates"]["nd"]["bleu-4_ratio"] == pytest.approx(0.0102 / 0.0112)
+    assert "on the median seed" in sel["rule"]
+    # the seeds are paired by id, not by position
+    shuffled = dict(nd, **{"bleu-4_runs": [0.0110, 0.0102, 0.0087], "seed_ids": [12, 10, 11]})
+    assert median_seed_ratio(shuffled, std) == pytest.approx(0.0102 / 0.0112)
+    # two seeds: the mean of the two ratios (1.0 and 0.9)
+    two = median_seed_ratio(seeds_row({1: 0.010, 2: 0.009}), seeds_row({1: 0.010, 2: 0.010}))
+    assert two == pytest.approx(0.95)
+    # one seed, other seeds, or no per-seed values: the ratio of the means
+    assert median_seed_ratio(seeds_row({1: 0.009}), seeds_row({1: 0.010})) == pytest.approx(0.9)
+    assert median_seed_ratio(nd, seeds_row({1: 0.0292, 2: 0.0292, 3: 0.0292})) == pytest.approx(0.0299 / 0.0876)
+    assert median_seed_ratio(row(0.03, 0.0099), row(0.03, 0.0100)) == pytest.approx(0.99)
 
 
 def test_ratio_and_verdict_line():
