@@ -62,7 +62,8 @@ sys.path.insert(0, str(REPO))  # nd_fairseq of this checkout
 sys.path.insert(0, str(REPO / "examples"))
 
 from nd_fairseq.evaluation.selection import choose_configuration, verdict  # noqa: E402
-from runs import Clock, RunDir, RunError, child_env, run_logged, stop_children, tool  # noqa: E402
+from runs import (Clock, RunDir, RunError, child_env, recipe_generation_file, run_logged, stop_children,  # noqa: E402
+                  tool)
 
 MODES = {"greedy": ["--beam", "1"], "beam5": ["--beam", "5", "--lenpen", "1.0"]}
 ND_FLAGS = ["--nd-pred-weight", "10", "--nd-attention", "standardized", "--nd-hidden", "normalized"]
@@ -248,7 +249,7 @@ class Recipe:
         (save / ".done").touch()
 
     def generation(self, run: Run, mode: str, subset: str) -> Path:
-        return self.gen / f"{run.name}.{mode}.{subset}.txt"
+        return recipe_generation_file(self.gen, run.name, mode, subset)
 
     def decode(self, run: Run, subset: str, modes=tuple(MODES)) -> None:
         for mode in modes:
@@ -318,20 +319,21 @@ class Recipe:
 
         if not hasattr(self, "_counts"):
             self._counts = read_train_counts(str(self.text / "train.response"))
-        systems: Dict[str, List[dict]] = {}
-        seeds: Dict[str, List[int]] = {}
+        # per system, (seed, nd-eval result) in the order of ``runs``
+        systems: Dict[str, List[tuple]] = {}
         for run in runs:
             path = self.generation(run, mode, subset)
             if path.exists():
                 resp = read_responses(str(path))
-                systems.setdefault(run.system, []).append(evaluate(resp.hypotheses, resp.references, self._counts))
-                seeds.setdefault(run.system, []).append(run.seed)
+                systems.setdefault(run.system, []).append((run.seed, evaluate(resp.hypotheses, resp.references,
+                                                                              self._counts)))
         rows = {}
-        for system, results in systems.items():
+        for system, seeded in systems.items():
+            results = [result for _, result in seeded]
             # the rule's LF check needs the token count and the seeds' spread behind the control's LF (its
             # noise); its BLEU-4 check pairs the seeds (``seed_ids``, in the order of the ``_runs`` lists)
-            row = {"seeds": len(results), "seed_ids": seeds[system], "top_responses": results[0]["top_responses"],
-                   "tokens": sum(r["n"] * r["length"] for r in results)}
+            row = {"seeds": len(results), "seed_ids": [seed for seed, _ in seeded],
+                   "top_responses": results[0]["top_responses"], "tokens": sum(r["n"] * r["length"] for r in results)}
             for m in METRICS:
                 vals = [r[m] for r in results if r.get(m) is not None]
                 row[m] = statistics.fmean(vals) if vals else None

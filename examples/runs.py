@@ -75,6 +75,12 @@ def stop_children(timeout: Optional[float] = 20.0) -> None:
             proc.kill()
 
 
+def recipe_generation_file(gen: Path, name: str, mode: str, subset: str) -> Path:
+    """Where examples/recipe.py keeps a run's fairseq-generate output (``gen`` = WORK/generate):
+    ``{name}.{mode}.{subset}.txt``, e.g. ``standard.s1.beam5.valid.txt``."""
+    return gen / f"{name}.{mode}.{subset}.txt"
+
+
 class RunDir:
     """The folders of one driver's output directory: text/, data-bin/, checkpoints/, generate/, logs/."""
 

@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experiment_jobs import generation_file  # noqa: E402  (the runner's naming of generate outputs)
+from experiment_jobs import generation_file  # noqa: E402  (the runner's naming of generate outputs; puts examples/ on the path)
+from runs import recipe_generation_file  # noqa: E402  (the recipe's)
 
 
 def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
@@ -77,7 +78,7 @@ def sentence_scores(path: Path, counts) -> Tuple[List[float], List[float], int, 
 
 def generation_path(gen: Path, name: str, mode: str, subset: str) -> Path:
     """The recipe's output name where it exists, else the experiment runner's."""
-    recipe = gen / f"{name}.{mode}.{subset}.txt"
+    recipe = recipe_generation_file(gen, name, mode, subset)
     return recipe if recipe.exists() else generation_file(gen, name, mode, subset)
 
 

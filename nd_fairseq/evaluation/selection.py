@@ -79,9 +79,10 @@ def lf_not_lower(lf: Optional[float], reference: Row, z: float = 2.0) -> bool:
 
 
 def check_candidate(row: Row, standard: Row, control: Row, bleu_margin: float = 0.05,
-                    length_ratio: float = 1.5) -> Dict[str, bool]:
-    """Each condition of the rule for one candidate (True = met)."""
-    bleu = median_seed_ratio(row, standard)
+                    length_ratio: float = 1.5, bleu: Optional[float] = None) -> Dict[str, bool]:
+    """Each condition of the rule for one candidate (True = met); ``bleu``: its
+    ``median_seed_ratio`` to Standard where the caller has it already."""
+    bleu = median_seed_ratio(row, standard) if bleu is None else bleu
     return {
         "bleu-4": bleu is not None and bleu >= 1 - bleu_margin - 1e-12,  # x0.90 at a 10% margin passes
         "lf": lf_not_lower(row.get("lf"), control),
@@ -103,8 +104,9 @@ def choose_configuration(valid: Mapping[str, Row], candidates: Sequence[str], st
     base, ctrl = valid[standard], valid[control]
     for name in candidates:
         row = valid[name]
-        checks = check_candidate(row, base, ctrl, bleu_margin, length_ratio)
-        out["candidates"][name] = {"dist-2": row["dist-2"], "bleu-4_ratio": median_seed_ratio(row, base),
+        bleu = median_seed_ratio(row, base)
+        checks = check_candidate(row, base, ctrl, bleu_margin, length_ratio, bleu)
+        out["candidates"][name] = {"dist-2": row["dist-2"], "bleu-4_ratio": bleu,
                                    "lf": row.get("lf"), "rep-3": row["rep-3"], "length": row["length"],
                                    "unique": row["unique"],
                                    "checks": checks, "eligible": all(checks.values())}
