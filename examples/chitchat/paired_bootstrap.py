@@ -30,8 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experiment_jobs import generation_file  # noqa: E402  (the runner's naming of generate outputs; puts examples/ on the path)
-from runs import recipe_generation_file  # noqa: E402  (the recipe's)
+# the runner's naming of generate outputs (importing it puts examples/ on the path), then the recipe's
+from experiment_jobs import generation_file  # noqa: E402
+from runs import recipe_generation_file  # noqa: E402
 
 
 def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
