@@ -14,8 +14,8 @@ Recipes
   4. a second phase from Standard's checkpoint, every run the same number of updates at the same
      constant learning rate: the MLE control (MLE only) and one ND student per candidate
      (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``
-     for α 0.5 and 0.3, each again with ``--nd-pred-skip-eos``, and α 0.3 with
-     ``--nd-pred-eos-weight 0.25``), each decoded at its last update;
+     at cpu scale: α 0.3; α 0.5 and 0.3 with ``--nd-pred-skip-eos``; α 0.3 with
+     ``--nd-pred-eos-weight`` 0.25, 0.5 and 0.75), each decoded at its last update;
   5. every system decoded on the validation set; for each decoding mode one α is chosen by the
      rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard on the median seed; against the MLE
      control: LF not lower beyond its noise, replies that loop no more often, are at most 1.5 x as
@@ -78,17 +78,20 @@ BASELINES = ["ul", "nt", "face", "paper", "ablations"]
 BASELINE_CRITERIA = {"ul": "unlikelihood_dialog", "nt": "negative_training", "face": "face"}
 ABLATIONS = {"no_pred": "--nd-no-pred-loss", "no_att": "--nd-no-att-loss", "no_hid": "--nd-no-hid-loss"}
 ABLATION_LABELS = {"no_pred": "L_pred", "no_att": "L_att", "no_hid": "L_hid"}
-# Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos) or weigh it a quarter
-# (--nd-pred-eos-weight 0.25): on the new base the plain candidates lengthen greedy replies and make
+# Candidates that leave </s> out of the negative targets (--nd-pred-skip-eos) or weigh it less
+# (--nd-pred-eos-weight W): on the new base the plain candidates lengthen greedy replies and make
 # them loop; those without </s> were chosen on the validation set of seeds 2-3 (RESULTS.md §8.4).
-# Their beam-5 replies are short and less often unique than the control's (seeds 4-9); the quarter
-# weight was added on the validation rows of seeds 1-3, before seeds 10-12 ran (RESULTS.md §8.11).
+# Their beam-5 replies are short and less often unique than the control's (seeds 4-9). The </s>
+# weight grades between the two (W = 1 is the plain candidate): 0.25 was added on the validation rows
+# of seeds 1-3 (RESULTS.md §8.11), 0.5 and 0.75 on those of seeds 13-15 (§8.15), where the plain
+# α 0.5, never eligible on the new base, was dropped; so the rule chooses the weight on validation.
+EOS_WEIGHTS = ("0.25", "0.5", "0.75")
 EOS_CANDIDATES = {**{f"a{x}_noeos": ["--fixed-alpha", x, "--nd-pred-skip-eos"] for x in ("0.5", "0.3")},
-                  "a0.3_eos0.25": ["--fixed-alpha", "0.3", "--nd-pred-eos-weight", "0.25"]}
+                  **{f"a0.3_eos{w}": ["--fixed-alpha", "0.3", "--nd-pred-eos-weight", w] for w in EOS_WEIGHTS}}
 SCALES = {
     "cpu": dict(arch="transformer_nd_dialog_small", vocab=2000, updates=1500, teacher_updates=1000,
                 finetune_updates=300, max_tokens=4096, lr="2e-3", warmup=200, finetune_lr="4e-4",
-                base=CPU_BASE, alphas=["0.5", "0.3"], candidates=EOS_CANDIDATES, reference="a0.3_noeos",
+                base=CPU_BASE, alphas=["0.3"], candidates=EOS_CANDIDATES, reference="a0.3_noeos",
                 prepare=["--max-units", "2500", "--max-length", "32", "--truncate", "--max-test-pairs", "1000",
                          "--max-valid-pairs", "1000"]),
     "paper": dict(arch="transformer_nd_dialog", vocab=16000, updates=50000, teacher_updates=50000,
@@ -522,9 +525,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher-updates", type=int)
     p.add_argument("--finetune-updates", type=int, help="updates of the second phase (control and ND)")
     p.add_argument("--alphas", nargs="+", help="candidate fixed α of the second phase (default: the scale's, "
-                                                "0.5 and 0.3 at cpu scale, each also without </s> as a "
-                                                "negative target, and 0.3 with </s> weighing 0.25; given, "
-                                                "only these α)")
+                                                "at cpu scale 0.3, then 0.5 and 0.3 without </s> as a "
+                                                "negative target and 0.3 with </s> weighing 0.25, 0.5, "
+                                                "0.75; given, only these α)")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=FLAGS",
                    help="another second-phase ND candidate: criterion flags added to the recipe's, e.g. "
                         "'a0.3_noeos=--fixed-alpha 0.3 --nd-pred-skip-eos' (repeatable)")

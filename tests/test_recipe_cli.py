@@ -81,7 +81,8 @@ def test_bad_options_are_one_line_errors(tmp_path):
             (["--baselines", "ablations", "--alphas", "0.5"],
              "--ablate a0.3_noeos: not an ND candidate of this run (a0.5); name one of them"),
             (["--baselines", "ablations", "--ablate", "a0.7"],
-             "--ablate a0.7: not an ND candidate of this run (a0.5, a0.3, a0.5_noeos, a0.3_noeos, a0.3_eos0.25)"),
+             "--ablate a0.7: not an ND candidate of this run (a0.3, a0.5_noeos, a0.3_noeos, a0.3_eos0.25, "
+             "a0.3_eos0.5, a0.3_eos0.75)"),
             (["--baselines", "ablations", "--ablation-seeds", "2"], "--ablation-seeds 2: each must be one of --seeds (1)"),
             (["--recipe", "paper", "--baselines", "paper"], "--baselines paper: under --recipe paper")):
         proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path / "w", *args], check=False)
@@ -99,12 +100,13 @@ def test_candidates_are_the_alphas_then_the_named_ones():
     assert a.candidates == {
         "nd_a0.5": ["--fixed-alpha", "0.5", *recipe.ND_FLAGS],
         "nd_a0.3_noeos": ["--fixed-alpha", "0.3", "--nd-pred-skip-eos", *recipe.ND_FLAGS]}
-    # the scale's own candidates come with its α list: α 0.5 and 0.3, each also without </s>, and
-    # α 0.3 with </s> weighing a quarter
-    assert list(recipe.parse_args([]).candidates) == ["nd_a0.5", "nd_a0.3", "nd_a0.5_noeos", "nd_a0.3_noeos",
-                                                      "nd_a0.3_eos0.25"]
-    assert recipe.parse_args([]).candidates["nd_a0.3_eos0.25"][:4] == ["--fixed-alpha", "0.3", "--nd-pred-eos-weight",
-                                                                       "0.25"]
+    # the scale's own candidates come with its α list: α 0.3, then α 0.5 and 0.3 without </s>, and
+    # α 0.3 with </s> weighing a quarter, a half and three quarters
+    assert list(recipe.parse_args([]).candidates) == ["nd_a0.3", "nd_a0.5_noeos", "nd_a0.3_noeos",
+                                                      "nd_a0.3_eos0.25", "nd_a0.3_eos0.5", "nd_a0.3_eos0.75"]
+    for w in ("0.25", "0.5", "0.75"):
+        assert recipe.parse_args([]).candidates[f"nd_a0.3_eos{w}"][:4] == ["--fixed-alpha", "0.3",
+                                                                           "--nd-pred-eos-weight", w]
     assert recipe.parse_args([]).candidates["nd_a0.3_noeos"][:3] == ["--fixed-alpha", "0.3", "--nd-pred-skip-eos"]
     r = recipe.Recipe.__new__(recipe.Recipe)
     assert r.label("nd_a0.5") == "ND (α 0.5)" and r.label("nd_a0.3_noeos") == "ND (α 0.3, no </s>)" and r.label("nd_x") == "ND (x)"
@@ -127,7 +129,7 @@ def test_where_no_candidate_is_chosen_the_reference_one_is_shown():
     spec.loader.exec_module(recipe)
     defaults = recipe.parse_args([])
     cands = list(defaults.candidates)
-    assert defaults.reference == "nd_a0.3_noeos" and cands[-1] == "nd_a0.3_eos0.25"
+    assert defaults.reference == "nd_a0.3_noeos" and cands[-1] == "nd_a0.3_eos0.75"
     # the rule's choice wins; with none, the reference, not the last candidate of the list
     assert recipe.shown_candidate("nd_a0.5", cands, defaults.reference) == "nd_a0.5"
     assert recipe.shown_candidate(None, cands, defaults.reference) == "nd_a0.3_noeos"
@@ -135,8 +137,8 @@ def test_where_no_candidate_is_chosen_the_reference_one_is_shown():
     only = recipe.parse_args(["--alphas", "0.5", "0.2"])
     assert recipe.shown_candidate(None, list(only.candidates), only.reference) == "nd_a0.2"
     # --ablate names what is ablated, not what is shown
-    other = recipe.parse_args(["--baselines", "ablations", "--ablate", "a0.5"])
-    assert other.ablate == "nd_a0.5" and other.reference == "nd_a0.3_noeos"
+    other = recipe.parse_args(["--baselines", "ablations", "--ablate", "a0.5_noeos"])
+    assert other.ablate == "nd_a0.5_noeos" and other.reference == "nd_a0.3_noeos"
     assert recipe.parse_args(["--scale", "paper"]).reference == "nd_a0.3"
 
 
