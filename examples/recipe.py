@@ -22,7 +22,9 @@ Recipes
      long and are unique at least as often; then the highest Dist-2), before any test output is
      decoded;
   6. the test set decoded by Standard, the control and the chosen ND student; nd-eval's Table 3,
-     eight test queries with every system's reply, and a verdict line. Where no candidate meets the
+     eight test queries with every system's reply, a verdict line, and ND's BLEU-4 ratios with their
+     95% paired-bootstrap intervals over the test sentences (with and without the brevity penalty,
+     ``nd_fairseq.evaluation.bootstrap``). Where no candidate meets the
      rule, the scale's reference candidate (``a0.3_noeos`` at cpu scale; the last one listed when it
      is not among them) is decoded and shown instead, marked "shown, not chosen".
 
@@ -61,11 +63,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nd_fairseq of this checkout
 sys.path.insert(0, str(REPO / "examples"))
 
+from nd_fairseq.evaluation.bootstrap import bleu4_ratio_intervals  # noqa: E402
 from nd_fairseq.evaluation.selection import choose_configuration, verdict  # noqa: E402
 from runs import (Clock, RunDir, RunError, child_env, recipe_generation_file, run_logged, stop_children,  # noqa: E402
                   tool)
 
 MODES = {"greedy": ["--beam", "1"], "beam5": ["--beam", "5", "--lenpen", "1.0"]}
+BOOTSTRAP_SAMPLES = 2000  # resamples of the test sentences behind the BLEU-4 intervals
 ND_FLAGS = ["--nd-pred-weight", "10", "--nd-attention", "standardized", "--nd-hidden", "normalized"]
 METRICS = ["dist-1", "dist-2", "dist-3", "lf", "kl-1", "kl-2", "bleu-3", "bleu-4", "length", "unique",
            "top_share", "rep-3"]
@@ -361,6 +365,42 @@ class Recipe:
         return {"standard": "Standard", "control": "MLE control", "teacher": "teacher (D_N)",
                 "nd_paper": "ND, paper recipe", "ul": "UL", "nt": "NT", "face": "FACE"}.get(system, system)
 
+    def bleu_intervals(self, runs: List[Run], mode: str, nd: str, others: List[str],
+                       samples: int = BOOTSTRAP_SAMPLES) -> Dict[str, dict]:
+        """ND's test BLEU-4 over each other system's, with 95% paired-bootstrap intervals over the test
+        sentences (seeds paired, their spread not resampled), for BLEU-4 and for its precisions
+        without the brevity penalty. A system without every seed's test decode is left out."""
+        from nd_fairseq.evaluation import read_responses
+
+        def decodes(system: str) -> Optional[list]:
+            mine = sorted((r for r in runs if r.system == system), key=lambda r: r.seed)  # seeds paired
+            paths = [self.generation(r, mode, "test") for r in mine]
+            if len(paths) != len(self.a.seeds) or not all(p.exists() for p in paths):
+                return None
+            return [(r.hypotheses, r.references) for r in map(read_responses, map(str, paths))]
+
+        out: Dict[str, dict] = {}
+        nd_runs = decodes(nd)
+        for other in others:
+            other_runs = decodes(other)
+            if nd_runs is None or other_runs is None:
+                continue
+            try:
+                found = bleu4_ratio_intervals(other_runs, nd_runs, samples)
+            except ValueError:  # a reference system with BLEU-4 0 everywhere has no ratio
+                continue
+            out[other] = {what: dict(zip(("ratio", "low", "high"), v)) for what, v in found.items()}
+        return out
+
+    def interval_line(self, intervals: Dict[str, dict], nd: str, samples: int = BOOTSTRAP_SAMPLES) -> str:
+        """One line: ND / each other system, BLEU-4 and its precisions alone, each ratio [low, high]."""
+        parts = [f"{self.label(nd)} / {self.label(other)} x{iv['bleu-4']['ratio']:.2f} "
+                 f"[{iv['bleu-4']['low']:.2f}, {iv['bleu-4']['high']:.2f}], without the brevity penalty "
+                 f"x{iv['precisions']['ratio']:.2f} [{iv['precisions']['low']:.2f}, {iv['precisions']['high']:.2f}]"
+                 for other, iv in intervals.items()]
+        return (f"BLEU-4 (mean sentence BLEU-4), 95% intervals over {samples} paired resamples of the test "
+                f"sentences: " + "; ".join(parts))
+
     def markdown(self, rows: Dict[str, dict], title: str) -> List[str]:
         cols = [("dist-1", 4), ("dist-2", 4), ("dist-3", 4), ("lf", 5), ("kl-1", 3), ("kl-2", 3), ("bleu-3", 4),
                 ("bleu-4", 4), ("length", 1), ("unique", 3), ("top_share", 3), ("rep-3", 3)]
@@ -456,6 +496,10 @@ class Recipe:
             line = verdict(rows, nd, [s for s in shown[mode] if s != nd], {s: self.label(s) for s in rows})
             verdicts.append(f"{mode}: {line}")
             lines.append(f"\nVerdict ({mode}): {line}")
+            # at BLEU-4 near 0.01 a ratio moves by +-15% over the sentences: show how far, and how much is length
+            intervals = self.bleu_intervals(runs, mode, nd, [s for s in shown[mode] if s != nd])
+            if intervals:
+                lines.append(f"\n{self.interval_line(intervals, nd)}")
             against = [s for s in extra if s in rows]
             baseline_line = None
             if against:  # the same multiples against each baseline, on a line of its own
@@ -471,6 +515,7 @@ class Recipe:
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,
+                                      "bleu-4_intervals": intervals,
                                       "baselines": against, "baselines_verdict": baseline_line}
             if against:
                 # every validation decode was done before the test ones: the table of the choice serves

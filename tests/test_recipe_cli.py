@@ -67,6 +67,38 @@ def test_recommended_recipe_end_to_end(recommended):
     assert (work / "logs" / "standard.s1.train.log").read_text().count("$ ") == 1
 
 
+
+def test_the_report_gives_bleu4_intervals_on_the_test_decodes(recommended, tmp_path):
+    """The tiny models match no reference word (BLEU-4 0: no ratio), so a copy of the finished run
+    gets hand-made test decodes: Standard and the control repeat each reference, the shown student
+    says its first half. The rerun only reports, and its intervals are computed by hand."""
+    import math
+
+    work, _ = recommended
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    nd = json.loads((copy / "results.json").read_text())["modes"]["greedy"]["shown"][-1]
+    # one decode line per test query (the report's sample replies index them), references of 8 words
+    n = len((copy / "text" / "test.query").read_text().splitlines())
+    refs = [" ".join(f"{w}{i}" for w in "abcdefgh") for i in range(n)]
+    for system in ("standard", "control", nd):
+        lines = []
+        for i, ref in enumerate(refs):
+            hyp = ref if system != nd else " ".join(ref.split()[:4])
+            lines += [f"S-{i}\tquery {i}", f"T-{i}\t{ref}", f"H-{i}\t-0.5\t{hyp}", f"D-{i}\t-0.5\t{hyp}"]
+        (copy / "generate" / f"{system}.s1.greedy.test.txt").write_text("\n".join(lines) + "\n")
+    out = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", copy, *TINY, "--modes", "greedy"]).stdout
+    intervals = json.loads((copy / "results.json").read_text())["modes"]["greedy"]["bleu-4_intervals"]
+    # 4 of 8 reference words, every n-gram matching: BLEU-4 is the penalty exp(1 - 8/4) on every
+    # sentence and every resample; the precisions alone are equal to the references'
+    assert set(intervals) == {"standard", "control"}
+    for other in ("standard", "control"):
+        bleu, precisions = intervals[other]["bleu-4"], intervals[other]["precisions"]
+        assert (bleu["ratio"], bleu["low"], bleu["high"]) == pytest.approx((math.exp(-1),) * 3)
+        assert (precisions["ratio"], precisions["low"], precisions["high"]) == pytest.approx((1.0,) * 3)
+    assert "95% intervals over 2000 paired resamples of the test sentences" in out
+    assert out.count("x0.37 [0.37, 0.37], without the brevity penalty x1.00 [1.00, 1.00]") == 2
+
 def test_bad_options_are_one_line_errors(tmp_path):
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path, "--alphas", "1.5"], check=False)
     assert proc.returncode == 2 and "--alphas 1.5: each α must be in (0, 1]" in proc.stderr

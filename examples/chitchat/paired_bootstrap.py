@@ -23,57 +23,30 @@ without the penalty: where the two ratios differ, length is the difference.
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# the bootstrap itself (the recipe prints the same intervals under its verdict lines)
+from nd_fairseq.evaluation.bootstrap import bootstrap_ratio, sentence_bleu4, without_brevity_penalty  # noqa: E402
+
 # the runner's naming of generate outputs (importing it puts examples/ on the path), then the recipe's
 from experiment_jobs import generation_file  # noqa: E402
 from runs import recipe_generation_file  # noqa: E402
-
-
-def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int = 2000,
-                    seed: int = 1, margin: float = 0.10) -> Tuple[float, float, float, float]:
-    """Sentence scores of systems A and B, one row per training seed, aligned by test sentence.
-    Returns (ratio, low, high, share): the ratio of B's to A's seed-averaged mean score, the 2.5 and
-    97.5 percentiles of that ratio over ``samples`` paired resamples of the sentences, and the share
-    of resamples with ratio >= 1 - ``margin``."""
-    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a_arr.shape != b_arr.shape or a_arr.ndim != 2 or a_arr.shape[1] == 0:
-        raise ValueError(f"need two equal (seeds x sentences) score arrays, got {a_arr.shape} and {b_arr.shape}")
-    n = a_arr.shape[1]
-    ratio = b_arr.mean() / a_arr.mean()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(samples, n))
-    # the mean over seeds of each seed's mean over the resampled sentences = mean over both
-    a_means = a_arr[:, idx].mean(axis=(0, 2))
-    b_means = b_arr[:, idx].mean(axis=(0, 2))
-    ratios = b_means / a_means
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return float(ratio), float(low), float(high), float(np.mean(ratios >= 1 - margin))
-
-
-def without_brevity_penalty(scores: Sequence[float], penalties: Sequence[float]) -> List[float]:
-    """Sentence BLEU divided by its brevity penalty: the smoothed precisions' geometric mean alone
-    (0 where the score is 0, e.g. an empty reply, whose penalty is 0 too)."""
-    return [s / bp if bp > 0 else 0.0 for s, bp in zip(scores, penalties)]
 
 
 def sentence_scores(path: Path, counts) -> Tuple[List[float], List[float], int, int]:
     """Sentence BLEU-4 and brevity penalty of every response in a generate output, and
     (low-frequency tokens, tokens)."""
     from nd_fairseq.evaluation import read_responses
-    from nd_fairseq.evaluation.metrics import brevity_penalty, low_frequency_count, sentence_bleu, tokenize
+    from nd_fairseq.evaluation.metrics import low_frequency_count, tokenize
 
     resp = read_responses(str(path))
-    hyps = [tokenize(h) for h in resp.hypotheses]
-    refs = [tokenize(r) for r in resp.references]
-    scores = [sentence_bleu(h, r, 4) for h, r in zip(hyps, refs)]
-    penalties = [brevity_penalty(len(h), len(r)) for h, r in zip(hyps, refs)]
-    low, tokens = low_frequency_count(hyps, counts)
+    scores, penalties = sentence_bleu4(resp.hypotheses, resp.references)
+    low, tokens = low_frequency_count([tokenize(h) for h in resp.hypotheses], counts)
     return scores, penalties, low, tokens
 
 
