@@ -34,7 +34,8 @@ def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], 
     # the mean over seeds of each seed's mean over the resampled sentences = mean over both
     a_means = a_arr[:, idx].mean(axis=(0, 2))
     b_means = b_arr[:, idx].mean(axis=(0, 2))
-    ratios = b_means / a_means
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample where A scores 0 has no ratio: inf
+        ratios = b_means / a_means
     low, high = np.percentile(ratios, [2.5, 97.5])
     return float(ratio), float(low), float(high), float(np.mean(ratios >= 1 - margin))
 
