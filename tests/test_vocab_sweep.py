@@ -80,11 +80,14 @@ def test_base_sweep_refuses_a_point_without_flags(data_bin, chitchat_text, tmp_p
     assert not (tmp_path / "o").exists()
 
 
-def test_base_sweep_stops_every_point_when_one_fails(data_bin, chitchat_text, tmp_path):
+@pytest.mark.parametrize("broken_first", [True, False])
+def test_base_sweep_stops_every_point_when_one_fails(broken_first, data_bin, chitchat_text, tmp_path):
     out = tmp_path / "o"
-    # the first point's fairseq-train refuses an unknown option at once; the second would train for hours
+    # one point's fairseq-train refuses an unknown option at once; the other would train for hours,
+    # so the sweep must not wait for it, whichever was started first
+    points = ["broken=--no-such-option", "long=--lr 2e-3 --warmup-updates 200"]
     proc = run_cli(["bash", BASE_SWEEP, data_bin / "full", chitchat_text, out,
-                    "broken=--no-such-option", "long=--lr 2e-3 --warmup-updates 200"],
+                    *(points if broken_first else points[::-1])],
                    env={"UPDATES": "1200000"}, check=False, timeout=300)
     assert proc.returncode != 0
     assert "--no-such-option" in (out / "broken.train.log").read_text()

@@ -3,7 +3,9 @@
 # tree: fairseq-train runs as a child of the job's subshell, so killing the subshell alone would not
 # stop it).
 #   start_job COMMAND...   (a shell function works too)
-#   wait_jobs              (returns the first failure's status; under set -e the script stops)
+#   wait_jobs              (returns the first failure's status as soon as that job ends; under
+#                           set -e the script stops, and the trap stops the jobs still running)
+# Needs bash >= 5.1 (wait -n -p).
 BACKGROUND_PIDS=()
 tree_pids() {  # $1 and its descendants, children first
   local child
@@ -25,5 +27,13 @@ stop_jobs() {  # TERM every job's tree, wait up to 10 s for all of it to exit, t
   kill -9 "${pids[@]}" 2>/dev/null || true
 }
 start_job() { "$@" & BACKGROUND_PIDS+=($!); }
-wait_jobs() { local pid; for pid in "${BACKGROUND_PIDS[@]}"; do wait "$pid" || return $?; done; }
+wait_jobs() {  # whichever job ends first; a waited job leaves the list (its pid is free for reuse)
+  local status finished
+  while [[ ${#BACKGROUND_PIDS[@]} -gt 0 ]]; do
+    status=0
+    wait -n -p finished "${BACKGROUND_PIDS[@]}" || status=$?
+    BACKGROUND_PIDS=($(printf '%s\n' "${BACKGROUND_PIDS[@]}" | grep -vx "$finished" || true))
+    [[ $status == 0 ]] || return "$status"
+  done
+}
 trap stop_jobs EXIT
