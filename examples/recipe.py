@@ -381,9 +381,11 @@ class Recipe:
 
         out: Dict[str, dict] = {}
         nd_runs = decodes(nd)
+        if nd_runs is None:
+            return out
         for other in others:
             other_runs = decodes(other)
-            if nd_runs is None or other_runs is None:
+            if other_runs is None:
                 continue
             try:
                 found = bleu4_ratio_intervals(other_runs, nd_runs, samples)
@@ -493,11 +495,12 @@ class Recipe:
                              f"not chosen.**")
             lines += self.markdown(rows, f"{mode} decoding")
             nd = shown[mode][-1]
-            line = verdict(rows, nd, [s for s in shown[mode] if s != nd], {s: self.label(s) for s in rows})
+            others = [s for s in shown[mode] if s != nd]
+            line = verdict(rows, nd, others, {s: self.label(s) for s in rows})
             verdicts.append(f"{mode}: {line}")
             lines.append(f"\nVerdict ({mode}): {line}")
             # at BLEU-4 near 0.01 a ratio moves by +-15% over the sentences: show how far, and how much is length
-            intervals = self.bleu_intervals(runs, mode, nd, [s for s in shown[mode] if s != nd])
+            intervals = self.bleu_intervals(runs, mode, nd, others)
             if intervals:
                 lines.append(f"\n{self.interval_line(intervals, nd)}")
             against = [s for s in extra if s in rows]

@@ -67,7 +67,6 @@ def test_recommended_recipe_end_to_end(recommended):
     assert (work / "logs" / "standard.s1.train.log").read_text().count("$ ") == 1
 
 
-
 def test_the_report_gives_bleu4_intervals_on_the_test_decodes(recommended, tmp_path):
     """The tiny models match no reference word (BLEU-4 0: no ratio), so a copy of the finished run
     gets hand-made test decodes: Standard and the control repeat each reference, the shown student
@@ -98,6 +97,7 @@ def test_the_report_gives_bleu4_intervals_on_the_test_decodes(recommended, tmp_p
         assert (precisions["ratio"], precisions["low"], precisions["high"]) == pytest.approx((1.0,) * 3)
     assert "95% intervals over 2000 paired resamples of the test sentences" in out
     assert out.count("x0.37 [0.37, 0.37], without the brevity penalty x1.00 [1.00, 1.00]") == 2
+
 
 def test_bad_options_are_one_line_errors(tmp_path):
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path, "--alphas", "1.5"], check=False)
