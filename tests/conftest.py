@@ -7,6 +7,7 @@ processes on 2 cores spin against each other.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,18 @@ def run_cli(args, cwd=None, check=True, timeout=600, env=None):
     args = [str(a) for a in args]
     if not os.path.sep in args[0] and not args[0].endswith(".sh"):
         args[0] = tool(args[0])
-    proc = subprocess.run(args, cwd=cwd or REPO, env=cli_env(env), capture_output=True, text=True,
-                          timeout=timeout)
+    # its own process group, so that a command that runs past ``timeout`` is stopped with every
+    # process it started (subprocess.run's own timeout kills the first one only, and a pipeline's
+    # fairseq runs would go on in the background of the rest of the tests)
+    with subprocess.Popen(args, cwd=cwd or REPO, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise
+    proc = subprocess.CompletedProcess(args, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"command failed ({proc.returncode}): {' '.join(args)}\n"
                              f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
