@@ -16,11 +16,14 @@ Recipes
      (``--fixed-alpha A --nd-pred-weight 10 --nd-attention standardized --nd-hidden normalized``
      at cpu scale: α 0.3; α 0.5 and 0.3 with ``--nd-pred-skip-eos``; α 0.3 with
      ``--nd-pred-eos-weight`` 0.25, 0.5 and 0.75), each decoded at its last update;
-  5. every system decoded on the validation set; for each decoding mode one α is chosen by the
-     rule of nd_fairseq.evaluation.selection (BLEU-4 within 5% of Standard on the median seed; against the MLE
-     control: LF not lower beyond its noise, replies that loop no more often, are at most 1.5 x as
-     long and are unique at least as often; then the highest Dist-2), before any test output is
-     decoded;
+  5. every system decoded on the validation set; for each decoding mode one candidate is chosen,
+     before any test output is decoded, by the rule of nd_fairseq.evaluation.selection
+     (``--select-rule max-bleu``: Dist-2 at least 1.5 x Standard's and 1.3 x the control's; BLEU-4
+     not shown by a 95% paired bootstrap over the validation sentences to be more than 5% below
+     Standard's; against the MLE control: LF not lower beyond its noise, replies that loop no more
+     often, are at most 1.5 x as long and are unique at least as often; then the highest BLEU-4.
+     ``--select-rule max-dist2``, the rule before seeds 19-21: BLEU-4 within 5% of Standard's on the
+     median seed, the same guards, then the highest Dist-2);
   6. the test set decoded by Standard, the control and the chosen ND student; nd-eval's Table 3,
      eight test queries with every system's reply, a verdict line, and ND's BLEU-4 ratios with their
      95% paired-bootstrap intervals over the test sentences (with and without the brevity penalty,
@@ -64,7 +67,7 @@ sys.path.insert(0, str(REPO))  # nd_fairseq of this checkout
 sys.path.insert(0, str(REPO / "examples"))
 
 from nd_fairseq.evaluation.bootstrap import bleu4_ratio_intervals  # noqa: E402
-from nd_fairseq.evaluation.selection import choose_configuration, verdict  # noqa: E402
+from nd_fairseq.evaluation.selection import RULES, choose_configuration, verdict  # noqa: E402
 from runs import (Clock, RunDir, RunError, child_env, recipe_generation_file, run_logged, stop_children,  # noqa: E402
                   tool)
 
@@ -366,15 +369,15 @@ class Recipe:
                 "nd_paper": "ND, paper recipe", "ul": "UL", "nt": "NT", "face": "FACE"}.get(system, system)
 
     def bleu_intervals(self, runs: List[Run], mode: str, nd: str, others: List[str],
-                       samples: int = BOOTSTRAP_SAMPLES) -> Dict[str, dict]:
-        """ND's test BLEU-4 over each other system's, with 95% paired-bootstrap intervals over the test
-        sentences (seeds paired, their spread not resampled), for BLEU-4 and for its precisions
-        without the brevity penalty. A system without every seed's test decode is left out."""
+                       samples: int = BOOTSTRAP_SAMPLES, subset: str = "test") -> Dict[str, dict]:
+        """ND's BLEU-4 over each other system's on ``subset``, with 95% paired-bootstrap intervals over
+        its sentences (seeds paired, their spread not resampled), for BLEU-4 and for its precisions
+        without the brevity penalty. A system without every seed's decode is left out."""
         from nd_fairseq.evaluation import read_responses
 
         def decodes(system: str) -> Optional[list]:
             mine = sorted((r for r in runs if r.system == system), key=lambda r: r.seed)  # seeds paired
-            paths = [self.generation(r, mode, "test") for r in mine]
+            paths = [self.generation(r, mode, subset) for r in mine]
             if len(paths) != len(self.a.seeds) or not all(p.exists() for p in paths):
                 return None
             return [(r.hypotheses, r.references) for r in map(read_responses, map(str, paths))]
@@ -460,8 +463,7 @@ class Recipe:
             cands = list(a.candidates)
             for mode in modes:
                 valid = self.valid_tables[mode] = self.table(runs, "valid", mode)
-                choice[mode] = choose_configuration(valid, cands, bleu_margin=a.select_margin,
-                                                    length_ratio=a.length_ratio)
+                choice[mode] = self.choose(runs, valid, mode, cands)
                 choice[mode]["valid"] = {s: {m: valid[s][m] for m in METRICS} for s in ["standard", "control", *cands]}
                 picked = choice[mode]["chosen"]
                 self.say(f"{mode}: chosen on the validation set: {picked and self.label(picked) or 'none'} "
@@ -478,6 +480,25 @@ class Recipe:
                        for r in test_runs],
                       lambda r: self.decode(r, "test", [m for m in modes if r.system in shown[m] + extra]))
         return self.report(runs, modes, shown, choice, extra)
+
+    def choose(self, runs: List[Run], valid: Dict[str, dict], mode: str, cands: List[str]) -> dict:
+        """The validation rule's choice for one decoding mode (``--select-rule``), and beside it, for
+        the record, what the other rule would choose (``other_rule``)."""
+        a = self.a
+        intervals = {}
+        for cand in cands:  # each candidate's validation BLEU-4 over Standard's, sentences resampled
+            found = self.bleu_intervals(runs, mode, cand, ["standard"], subset="valid").get("standard")
+            if found:
+                iv = found["bleu-4"]
+                intervals[cand] = (iv["ratio"], iv["low"], iv["high"])
+        by_rule = {rule: choose_configuration(valid, cands, bleu_margin=a.select_margin, length_ratio=a.length_ratio,
+                                              rule=rule, bleu_intervals=intervals,
+                                              dist2_floors=tuple(a.select_dist2))
+                   for rule in RULES}
+        out = by_rule[a.select_rule]
+        other = next(r for r in RULES if r != a.select_rule)
+        out["other_rule"] = {"name": other, "rule": by_rule[other]["rule"], "chosen": by_rule[other]["chosen"]}
+        return out
 
     def report(self, runs: List[Run], modes: List[str], shown: Dict[str, List[str]], choice: dict,
                extra: List[str] = ()) -> dict:
@@ -512,11 +533,19 @@ class Recipe:
                 lines.append(f"\nα chosen on the validation set by the rule: {sel['rule']}.")
                 for name, c in sel["candidates"].items():
                     failed = [k for k, ok in c["checks"].items() if not ok]
-                    lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')}, BLEU-4 x"
-                                 f"{fmt(c['bleu-4_ratio'], '.2f')}, rep-3 {fmt(c['rep-3'], '.1%')}, "
+                    d2 = c.get("dist-2_ratios") or [None, None]
+                    iv = c.get("bleu-4_interval")
+                    lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')} (x{fmt(d2[0], '.2f')} "
+                                 f"Standard, x{fmt(d2[1], '.2f')} control), BLEU-4 x{fmt(c['bleu-4_ratio'], '.2f')}"
+                                 + (f" [{iv[1]:.2f}, {iv[2]:.2f}]" if iv else "")
+                                 + f", rep-3 {fmt(c['rep-3'], '.1%')}, "
                                  f"length {fmt(c['length'], '.1f')}, unique {fmt(c['unique'], '.1%')}: "
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
+                other = sel.get("other_rule")
+                if other:
+                    picked = other["chosen"] and self.label(other["chosen"]) or "none"
+                    lines.append(f"- (for the record, the {other['name']} rule, {other['rule']}, would choose: {picked})")
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,
                                       "bleu-4_intervals": intervals,
                                       "baselines": against, "baselines_verdict": baseline_line}
@@ -602,7 +631,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-test-pairs", type=int, help="nd-prepare: cap of the test set (cpu scale: 1000)")
     p.add_argument("--modes", nargs="+", default=["all"], choices=["all", *MODES],
                    help="decoding modes (greedy, beam5 or all)")
+    p.add_argument("--select-rule", choices=RULES, default="max-bleu",
+                   help="the validation rule (nd_fairseq.evaluation.selection): max-bleu (default) cuts on Dist-2 "
+                        "and chooses the highest BLEU-4; max-dist2 cuts on BLEU-4 and chooses the highest Dist-2")
     p.add_argument("--select-margin", type=float, default=0.05, help="largest relative BLEU-4 loss vs Standard")
+    p.add_argument("--select-dist2", type=float, nargs=2, default=[1.5, 1.3], metavar=("X_STANDARD", "X_CONTROL"),
+                   help="max-bleu: least validation Dist-2, as multiples of Standard's and the control's")
     p.add_argument("--length-ratio", type=float, default=1.5, help="longest mean reply, x the control's")
     p.add_argument("--samples", type=int, default=8, help="test queries shown with every system's reply")
     p.add_argument("--validations", type=int, default=10, help="validations per from-scratch run")
@@ -642,6 +676,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for k in ("updates", "teacher_updates", "finetune_updates", "jobs", "threads", "samples"):
         if getattr(a, k) < 1:
             p.error(f"--{k.replace('_', '-')} must be at least 1")
+    if not 0 <= a.select_margin < 1:
+        p.error(f"--select-margin {a.select_margin:g}: give a share in [0, 1), e.g. 0.05")
+    if min(a.select_dist2) < 0:
+        p.error("--select-dist2: give two multiples of at least 0, e.g. 1.5 1.3")
     for x in a.alphas:
         if not 0 < float(x) <= 1:
             p.error(f"--alphas {x}: each α must be in (0, 1]")

@@ -99,6 +99,53 @@ def test_the_report_gives_bleu4_intervals_on_the_test_decodes(recommended, tmp_p
     assert out.count("x0.37 [0.37, 0.37], without the brevity penalty x1.00 [1.00, 1.00]") == 2
 
 
+def test_the_validation_rule_reads_bleu4_intervals_on_the_validation_decodes(recommended, tmp_path):
+    """A copy of the finished run gets hand-made validation decodes (the tiny models match no
+    reference word): Standard and the control repeat each reference; α 0.5 gives half of it on one
+    sentence in eight and all of it elsewhere; α 0.3 all of it and five words more (too long beside
+    the control). The rerun chooses again from these, with the Dist-2 floors off."""
+    import math
+
+    work, _ = recommended
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    n = len([line for line in (work / "generate" / "standard.s1.greedy.valid.txt").read_text().splitlines()
+             if line.startswith("H-")])
+    refs = [" ".join(f"{w}{i}" for w in "abcdefgh") for i in range(n)]
+    replies = {"standard": refs, "control": refs,
+               "nd_a0.5": [" ".join(r.split()[:4]) if i % 8 == 0 else r for i, r in enumerate(refs)],
+               "nd_a0.3": [r + " v w x y z" for r in refs]}
+    for system, hyps in replies.items():
+        lines = []
+        for i, (ref, hyp) in enumerate(zip(refs, hyps)):
+            lines += [f"S-{i}\tquery {i}", f"T-{i}\t{ref}", f"H-{i}\t-0.5\t{hyp}", f"D-{i}\t-0.5\t{hyp}"]
+        (copy / "generate" / f"{system}.s1.greedy.valid.txt").write_text("\n".join(lines) + "\n")
+    out = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", copy, *TINY, "--modes", "greedy",
+                   "--select-dist2", "0", "0"]).stdout
+    sel = json.loads((copy / "results.json").read_text())["modes"]["greedy"]["selection"]
+    # α 0.5: every n-gram of its replies is in the reference; the half replies lose the brevity
+    # penalty exp(1 - 8/4) = exp(-1), so its ratio is the share of full replies plus exp(-1) times
+    # the share of half ones: below 0.95, but its 95% interval over 2000 resamples reaches 0.95
+    halves = len(range(0, n, 8))
+    expected = ((n - halves) + halves * math.exp(-1)) / n
+    a05 = sel["candidates"]["nd_a0.5"]
+    assert a05["bleu-4_ratio"] == pytest.approx(expected) and expected < 0.95
+    low, high = a05["bleu-4_interval"][1:]
+    assert low < expected < 0.95 <= high
+    assert a05["eligible"] and a05["checks"]["bleu-4"]
+    # α 0.3: 13 tokens against the control's 8 (> 1.5 x), out whatever its BLEU-4
+    assert sel["candidates"]["nd_a0.3"]["checks"]["length"] is False
+    assert sel["name"] == "max-bleu" and sel["chosen"] == "nd_a0.5"
+    # the earlier rule reads the point ratio, x0.92, and chooses none; the report says both
+    assert sel["other_rule"]["name"] == "max-dist2" and sel["other_rule"]["chosen"] is None
+    assert "chosen on the validation set: ND (α 0.5)" in out
+    assert f"BLEU-4 x{expected:.2f} [{low:.2f}, {high:.2f}]" in out
+    assert "(for the record, the max-dist2 rule" in out and "would choose: none)" in out
+    proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", copy, "--select-dist2", "-1", "0"],
+                   check=False)
+    assert proc.returncode == 2 and "--select-dist2: give two multiples of at least 0" in proc.stderr
+
+
 def test_bad_options_are_one_line_errors(tmp_path):
     proc = run_cli(["bash", REPO / "examples" / "pipeline.sh", "--work", tmp_path, "--alphas", "1.5"], check=False)
     assert proc.returncode == 2 and "--alphas 1.5: each α must be in (0, 1]" in proc.stderr

@@ -2,7 +2,8 @@
 
 import pytest
 
-from nd_fairseq.evaluation.selection import (check_candidate, choose_configuration, lf_not_lower, lf_standard_error,
+from nd_fairseq.evaluation.selection import (bleu_interval_reaches, check_candidate, choose_configuration,
+                                             dist2_floors_met, lf_not_lower, lf_standard_error,
                                              median_seed_ratio, ratio, verdict)
 
 
@@ -138,3 +139,67 @@ def test_ratio_and_verdict_line():
     assert line == ("ND vs Standard: Dist-2 x2.40, LF x1.30, BLEU-4 x0.98; "
                     "vs MLE control: Dist-2 x2.00, LF 0.00130 vs 0.00000, BLEU-4 x1.01; "
                     "replies repeating a 3-gram: ND 2.0%, Standard 31.0%, MLE control 5.0%")
+
+
+# the max-bleu rule: Standard's Dist-2 .010 and the control's .012 put the floors at
+# 1.5 x .010 = .015 and 1.3 x .012 = .0156
+FLOOR_VALID = {
+    "standard": row(0.010, 0.0100, rep3=0.40, length=16.0),
+    "control": row(0.012, 0.0098, rep3=0.20, length=10.0, unique=0.25),
+    "nd_flat": row(0.015, 0.0102),   # x1.5 Standard's but x1.25 the control's: out on Dist-2
+    "nd_a": row(0.030, 0.0097),      # interval [0.85, 1.10]: eligible, BLEU-4 x0.97
+    "nd_b": row(0.040, 0.0090),      # x0.90 with [0.80, 1.00]: eligible (1.00 >= 0.95), less BLEU-4
+    "nd_c": row(0.050, 0.0080),      # x0.80 with [0.70, 0.92]: shown below 0.95, out
+    "nd_loop": row(0.030, 0.0099, rep3=0.25),  # the guards hold under both rules
+}
+FLOOR_INTERVALS = {"nd_flat": (1.02, 0.90, 1.15), "nd_a": (0.97, 0.85, 1.10), "nd_b": (0.90, 0.80, 1.00),
+                   "nd_c": (0.80, 0.70, 0.92), "nd_loop": (0.99, 0.90, 1.10)}
+FLOOR_CANDIDATES = ["nd_flat", "nd_a", "nd_b", "nd_c", "nd_loop"]
+
+
+def test_max_bleu_cuts_on_dist2_and_the_bleu_interval_then_takes_the_highest_bleu():
+    sel = choose_configuration(FLOOR_VALID, FLOOR_CANDIDATES, rule="max-bleu", bleu_intervals=FLOOR_INTERVALS)
+    c = sel["candidates"]
+    assert sel["chosen"] == "nd_a" and sel["name"] == "max-bleu"
+    assert c["nd_flat"]["checks"]["dist-2"] is False and c["nd_flat"]["checks"]["bleu-4"] is True
+    assert c["nd_flat"]["dist-2_ratios"] == pytest.approx([1.5, 0.015 / 0.012])
+    assert c["nd_b"]["eligible"] and c["nd_b"]["bleu-4_interval"] == [0.90, 0.80, 1.00]
+    assert c["nd_c"]["checks"] == {"dist-2": True, "bleu-4": False, "lf": True, "rep-3": True, "length": True,
+                                   "unique": True}
+    assert c["nd_loop"]["checks"]["rep-3"] is False
+    assert [n for n in c if c[n]["eligible"]] == ["nd_a", "nd_b"]
+    # the ratio ranked is the interval's (the pooled one), not the rows' means
+    assert c["nd_a"]["bleu-4_ratio"] == 0.97
+    assert "then the highest BLEU-4" in sel["rule"] and ">= 1.5 x Standard and >= 1.3 x control" in sel["rule"]
+    # the same rows under max-dist2: BLEU-4 x0.97 passes, x0.90 and x0.80 do not, so the most
+    # diverse eligible one is nd_a too; with a 10% margin x0.90 passes and nd_b is more diverse
+    assert choose_configuration(FLOOR_VALID, FLOOR_CANDIDATES)["chosen"] == "nd_a"
+    assert choose_configuration(FLOOR_VALID, FLOOR_CANDIDATES, bleu_margin=0.10)["chosen"] == "nd_b"
+    # max-bleu with a 10% margin: nd_c's 0.92 reaches 0.90, but its BLEU-4 is still the lowest
+    wide = choose_configuration(FLOOR_VALID, FLOOR_CANDIDATES, rule="max-bleu", bleu_intervals=FLOOR_INTERVALS,
+                                bleu_margin=0.10)
+    assert wide["candidates"]["nd_c"]["eligible"] and wide["chosen"] == "nd_a"
+
+
+def test_max_bleu_floors_and_interval_edges():
+    std, ctl = FLOOR_VALID["standard"], FLOOR_VALID["control"]
+    # exactly at the floors and at 0.95 passes; a hair below does not
+    assert dist2_floors_met(row(0.0156, 0.01), std, ctl) and not dist2_floors_met(row(0.01559, 0.01), std, ctl)
+    assert bleu_interval_reaches((0.9, 0.8, 0.95)) and not bleu_interval_reaches((0.9, 0.8, 0.9499))
+    assert bleu_interval_reaches((0.8, 0.7, 0.9), margin=0.10)
+    # no interval (a Standard whose BLEU-4 is 0 everywhere has no ratio): not met
+    assert not bleu_interval_reaches(None)
+    sel = choose_configuration(FLOOR_VALID, ["nd_a"], rule="max-bleu")
+    assert sel["chosen"] is None and sel["candidates"]["nd_a"]["bleu-4_interval"] is None
+    assert sel["candidates"]["nd_a"]["bleu-4_ratio"] == pytest.approx(0.97)  # the rows' means instead
+    # floors are a parameter: at 1.0 and 1.0, nd_flat (BLEU-4 x1.02) is eligible and wins
+    low = choose_configuration(FLOOR_VALID, FLOOR_CANDIDATES, rule="max-bleu", bleu_intervals=FLOOR_INTERVALS,
+                               dist2_floors=(1.0, 1.0))
+    assert low["chosen"] == "nd_flat"
+    # ties on BLEU-4 go to the higher Dist-2, then to the first listed
+    tied = {**FLOOR_INTERVALS, "nd_b": (0.97, 0.85, 1.10)}
+    assert choose_configuration(FLOOR_VALID, ["nd_a", "nd_b"], rule="max-bleu", bleu_intervals=tied)["chosen"] == "nd_b"
+    same = {**FLOOR_VALID, "nd_b": FLOOR_VALID["nd_a"]}
+    assert choose_configuration(same, ["nd_b", "nd_a"], rule="max-bleu", bleu_intervals=tied)["chosen"] == "nd_b"
+    with pytest.raises(ValueError, match="unknown selection rule 'best'"):
+        check_candidate(row(0.03, 0.01), std, ctl, rule="best")
