@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nd_fairseq of this checkout
 sys.path.insert(0, str(REPO / "examples"))
 
-from nd_fairseq.evaluation.bootstrap import bleu4_ratio_intervals  # noqa: E402
+from nd_fairseq.evaluation.bootstrap import ratio_intervals, sentence_rows  # noqa: E402
 from nd_fairseq.evaluation.selection import RULES, choose_configuration, verdict  # noqa: E402
 from runs import (Clock, RunDir, RunError, child_env, recipe_generation_file, run_logged, stop_children,  # noqa: E402
                   tool)
@@ -147,6 +147,7 @@ class Recipe:
         self.clock = Clock()
         self.say = self.clock.say
         self.valid_tables: Dict[str, Dict[str, dict]] = {}  # per decoding mode, once all are decoded
+        self.scored: Dict[tuple, tuple] = {}  # (system, mode, subset): its sentence scores, every seed decoded
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -375,23 +376,29 @@ class Recipe:
         without the brevity penalty. A system without every seed's decode is left out."""
         from nd_fairseq.evaluation import read_responses
 
-        def decodes(system: str) -> Optional[list]:
+        def scores(system: str) -> Optional[tuple]:
+            """Its sentence scores, read and scored once per report (each candidate is compared
+            with Standard, and ND with every other system)."""
+            if (system, mode, subset) in self.scored:
+                return self.scored[system, mode, subset]
             mine = sorted((r for r in runs if r.system == system), key=lambda r: r.seed)  # seeds paired
             paths = [self.generation(r, mode, subset) for r in mine]
             if len(paths) != len(self.a.seeds) or not all(p.exists() for p in paths):
-                return None
-            return [(r.hypotheses, r.references) for r in map(read_responses, map(str, paths))]
+                return None  # not kept: a later call may find the decodes done
+            found = self.scored[system, mode, subset] = sentence_rows(
+                [(r.hypotheses, r.references) for r in map(read_responses, map(str, paths))])
+            return found
 
         out: Dict[str, dict] = {}
-        nd_runs = decodes(nd)
-        if nd_runs is None:
+        nd_scores = scores(nd)
+        if nd_scores is None:
             return out
         for other in others:
-            other_runs = decodes(other)
-            if other_runs is None:
+            other_scores = scores(other)
+            if other_scores is None:
                 continue
             try:
-                found = bleu4_ratio_intervals(other_runs, nd_runs, samples)
+                found = ratio_intervals(other_scores, nd_scores, samples)
             except ValueError:  # a reference system with BLEU-4 0 everywhere has no ratio
                 continue
             out[other] = {what: dict(zip(("ratio", "low", "high"), v)) for what, v in found.items()}

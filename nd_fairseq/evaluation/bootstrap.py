@@ -54,22 +54,32 @@ def sentence_bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> Tupl
     return scores, penalties
 
 
+SentenceRows = Tuple[List[List[float]], List[List[float]]]  # per seed: sentence BLEU-4; the same without the penalty
+
+
+def sentence_rows(runs: Sequence[Tuple[Sequence[str], Sequence[str]]]) -> SentenceRows:
+    """One system's sentence BLEU-4 and its precisions without the brevity penalty, one row per
+    training seed; ``runs``: one (hypotheses, references) pair per seed."""
+    scored = [sentence_bleu4(hyps, refs) for hyps, refs in runs]
+    return [s for s, _ in scored], [without_brevity_penalty(s, p) for s, p in scored]
+
+
+def ratio_intervals(a: SentenceRows, b: SentenceRows, samples: int = 2000, seed: int = 1) -> Dict[str, Interval]:
+    """B's BLEU-4 over A's, with its 95% paired-bootstrap interval, for BLEU-4 (``"bleu-4"``) and for
+    the precisions without the brevity penalty (``"precisions"``), from ``sentence_rows`` of the
+    same seeds in the same order. A system whose mean score is 0 has no ratio: ValueError."""
+    out = {}
+    for i, what in enumerate(("bleu-4", "precisions")):
+        if not np.asarray(a[i], dtype=np.float64).any():
+            raise ValueError(f"system A's {what} are 0 on every sentence: no ratio")
+        ratio, low, high, _ = bootstrap_ratio(a[i], b[i], samples, seed)
+        out[what] = (ratio, low, high)
+    return out
+
+
 def bleu4_ratio_intervals(a: Sequence[Tuple[Sequence[str], Sequence[str]]],
                           b: Sequence[Tuple[Sequence[str], Sequence[str]]],
                           samples: int = 2000, seed: int = 1) -> Dict[str, Interval]:
-    """B's BLEU-4 over A's, with its 95% paired-bootstrap interval, for BLEU-4 (``"bleu-4"``) and for
-    the precisions without the brevity penalty (``"precisions"``).
-
-    ``a`` and ``b``: one (hypotheses, references) pair per training seed, the same seeds in the same
-    order and the same test sentences. A system whose mean score is 0 has no ratio: ValueError."""
-    rows = {}
-    for name, runs in (("a", a), ("b", b)):
-        scored = [sentence_bleu4(hyps, refs) for hyps, refs in runs]
-        rows[name] = ([s for s, _ in scored], [without_brevity_penalty(s, p) for s, p in scored])
-    out = {}
-    for i, what in enumerate(("bleu-4", "precisions")):
-        if not np.asarray(rows["a"][i], dtype=np.float64).any():
-            raise ValueError(f"system A's {what} are 0 on every sentence: no ratio")
-        ratio, low, high, _ = bootstrap_ratio(rows["a"][i], rows["b"][i], samples, seed)
-        out[what] = (ratio, low, high)
-    return out
+    """``ratio_intervals`` from the decodes: ``a`` and ``b``, one (hypotheses, references) pair per
+    training seed, the same seeds in the same order and the same sentences."""
+    return ratio_intervals(sentence_rows(a), sentence_rows(b), samples, seed)
