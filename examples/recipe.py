@@ -540,8 +540,7 @@ class Recipe:
                 lines.append(f"\nα chosen on the validation set by the rule: {sel['rule']}.")
                 for name, c in sel["candidates"].items():
                     failed = [k for k, ok in c["checks"].items() if not ok]
-                    d2 = c.get("dist-2_ratios") or [None, None]
-                    iv = c.get("bleu-4_interval")
+                    d2, iv = c["dist-2_ratios"], c["bleu-4_interval"]
                     lines.append(f"- {self.label(name)}: valid Dist-2 {fmt(c['dist-2'], '.4f')} (x{fmt(d2[0], '.2f')} "
                                  f"Standard, x{fmt(d2[1], '.2f')} control), BLEU-4 x{fmt(c['bleu-4_ratio'], '.2f')}"
                                  + (f" [{iv[1]:.2f}, {iv[2]:.2f}]" if iv else "")
@@ -549,10 +548,9 @@ class Recipe:
                                  f"length {fmt(c['length'], '.1f')}, unique {fmt(c['unique'], '.1%')}: "
                                  + ("**chosen**" if name == sel["chosen"] else
                                     "eligible" if c["eligible"] else f"out ({', '.join(failed)})"))
-                other = sel.get("other_rule")
-                if other:
-                    picked = other["chosen"] and self.label(other["chosen"]) or "none"
-                    lines.append(f"- (for the record, the {other['name']} rule, {other['rule']}, would choose: {picked})")
+                other = sel["other_rule"]
+                picked = other["chosen"] and self.label(other["chosen"]) or "none"
+                lines.append(f"- (for the record, the {other['name']} rule, {other['rule']}, would choose: {picked})")
             results["modes"][mode] = {"test": rows, "selection": sel, "shown": shown[mode], "verdict": line,
                                       "bleu-4_intervals": intervals,
                                       "baselines": against, "baselines_verdict": baseline_line}
